@@ -1,0 +1,143 @@
+"""Checks before outreach: per-customer flags that change the next action, never membership."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from juno.cohorts import Context, Membership
+from juno.config import Config
+
+# Flags that hold a customer back from outreach (counted as "held back" per cohort).
+HOLD_FLAGS = (
+    "no_consent",
+    "recent_support_issue",
+    "recent_purchase",
+    "subscription_conflict",
+    "duplicate_record",
+)
+
+
+@dataclass
+class Flags:
+    """One boolean column per flag, one row per customer; `detail` explains subscription conflicts."""
+
+    frame: pd.DataFrame
+    detail: np.ndarray
+
+
+def _covered_by_active_subscription(ctx: Context, subs: pd.DataFrame | None, ids: pd.Index) -> np.ndarray:
+    """Customers due on a product that an active subscription of theirs already delivers."""
+    n = len(ctx.f)
+    out = np.zeros(n, dtype=bool)
+    due = ctx.cycles.due
+    if subs is None or not len(subs) or not len(due):
+        return out
+    act = subs[subs["status"] == "active"]
+    code = ids.get_indexer(act["customer_id"])
+    by_cat = set(zip(code, act["category"].fillna(""), strict=True))
+    by_sku = set(zip(code, act["sku"].fillna(""), strict=True))
+    d_c = due["c"].to_numpy(int)
+    hit = np.array(
+        [
+            (c, cat) in by_cat or (c, prod) in by_sku
+            for c, cat, prod in zip(d_c, due["category"].fillna(""), due["product"], strict=True)
+        ],
+        dtype=bool,
+    )
+    out[d_c[hit]] = True
+    return out
+
+
+def compute_flags(
+    ctx: Context,
+    memberships: dict[str, Membership],
+    config: Config,
+    subscriptions: pd.DataFrame | None,
+) -> Flags:
+    f = ctx.f
+    th = config.thresholds
+    n = len(f)
+    channel = config.consent.primary_channel
+    if channel == "sms":
+        no_consent = ~f["sms_ok"].to_numpy(bool)
+    elif channel == "email":
+        no_consent = ~f["email_ok"].to_numpy(bool)
+    else:
+        no_consent = np.zeros(n, dtype=bool)
+    recent_support = (f["tickets_window"].to_numpy() > 0) | (f["open_tickets"].to_numpy() > 0)
+    recent_purchase = f["recency_days"].to_numpy(float) <= th.cooldown_days
+    duplicate = f["duplicate_group"].notna().to_numpy(bool)
+
+    ids = pd.Index(f["customer_id"])
+    status = f["subscription_status"].to_numpy(object)
+    detail = np.full(n, "", dtype=object)
+    conflict = np.zeros(n, dtype=bool)
+    if "replenishment_ready" in memberships:
+        covered = memberships["replenishment_ready"].mask & _covered_by_active_subscription(
+            ctx, subscriptions, ids
+        )
+        conflict |= covered
+        detail = np.where(covered, "active subscription covers the due product", detail)
+    if "lapsed_high_value" in memberships:
+        lapsed_sub = memberships["lapsed_high_value"].mask & np.isin(status, ["paused", "cancelled"])
+        conflict |= lapsed_sub
+        detail = np.where(
+            lapsed_sub & (detail == ""), "paused or cancelled subscription behind the lapse", detail
+        )
+    if "discount_risk" in memberships:
+        sub_disc = memberships["discount_risk"].mask & (status == "active")
+        conflict |= sub_disc
+        detail = np.where(sub_disc & (detail == ""), "subscriber in discount_risk", detail)
+
+    frame = pd.DataFrame(
+        {
+            "no_consent": no_consent,
+            "recent_support_issue": recent_support,
+            "recent_purchase": recent_purchase,
+            "subscription_conflict": conflict,
+            "duplicate_record": duplicate,
+        }
+    )
+    frame["high_severity"] = f["recent_high_severity"].to_numpy(bool)
+    return Flags(frame=frame, detail=detail)
+
+
+def flag_strings(flags: Flags) -> np.ndarray:
+    """';'-joined flags per customer, in HOLD_FLAGS order."""
+    n = len(flags.frame)
+    out = np.full(n, "", dtype=object)
+    for name in HOLD_FLAGS:
+        m = flags.frame[name].to_numpy(bool)
+        out = np.where(m, np.where(out == "", name, out + ";" + name), out)
+    return out
+
+
+def held_back(flags: Flags) -> np.ndarray:
+    return flags.frame[list(HOLD_FLAGS)].to_numpy(bool).any(axis=1)
+
+
+def next_actions(
+    primary: np.ndarray, flags: Flags, actions: dict[str, str], config: Config
+) -> np.ndarray:
+    """The next action per customer: the cohort's action unless a flag changes it (first wins)."""
+    fr = flags.frame
+    base = np.array([actions.get(p, "") for p in primary], dtype=object)
+    fallback = config.consent.fallback_channel
+    out = base.copy()
+    rules = [
+        ("duplicate_record", "merge duplicate records before outreach"),
+        ("subscription_conflict", "adjust the action: manage the subscription, do not remind or discount"),
+        ("recent_purchase", f"hold outreach: ordered within {config.thresholds.cooldown_days} days"),
+        ("no_consent", f"no marketing send: {fallback.replace('_', ' ')} or transactional only"),
+        ("recent_support_issue", "service recovery / review first; no promotional send"),
+    ]
+    # Later rules override earlier ones: support issues matter most, then consent.
+    for flag, text in rules:
+        m = fr[flag].to_numpy(bool) & (primary != "")
+        out = np.where(m, text, out)
+    hs = fr["high_severity"].to_numpy(bool) & (primary != "")
+    out = np.where(hs, "service recovery first (high-severity ticket); no promotional send", out)
+    return out

@@ -1,0 +1,240 @@
+"""From signals to the classified customer table and the cohort facts (no I/O, no narrative)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from juno.assess import confidence, priority_score, stability, value_at_stake
+from juno.brief import CohortFacts, FlagCount
+from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_strings, held_back, next_actions
+from juno.cohorts import (
+    RULES,
+    Context,
+    Membership,
+    classify,
+    make_context,
+    primary,
+    vip_excluded_for_discounts,
+)
+from juno.config import Config, Thresholds
+from juno.cycles import Cycles, estimate_cycles
+from juno.signals import Signals
+from juno.validate import Store
+
+TIMING = {
+    "replenishment_ready": "now: products fall due within {lead} days",
+    "lapsed_high_value": "this week, personal outreach before any offer",
+    "first_to_second": "at day {median} after the first order (the store's median gap)",
+    "vip": "with the next launch or early-access moment",
+    "near_vip": "this month",
+    "discount_risk": "before the next discount campaign goes out",
+}
+
+
+@dataclass
+class Classification:
+    ctx: Context
+    cycles: Cycles
+    memberships: dict[str, Membership]
+    primary: np.ndarray
+    flags: Flags
+    held: np.ndarray
+    actions: np.ndarray
+    cohort_facts: list[CohortFacts]
+    vip_discount_excluded: int
+    margin_incomplete: bool
+
+
+def run_classification(store: Store, signals: Signals, config: Config) -> Classification:
+    f = signals.frame
+    ids = pd.Index(f["customer_id"])
+    code = ids.get_indexer(store.orders["customer_id"])
+    if config.duplicates.merge:
+        from juno.identity import duplicate_groups
+
+        code = duplicate_groups(store.customers, config.duplicates)[code]
+    cycles = estimate_cycles(store, code, signals.as_of, config.thresholds)
+    ctx = make_context(signals, cycles, config)
+    cohort_ids = [c for c in config.precedence if c in config.cohorts]
+    memberships = classify(ctx, cohort_ids)
+    prim = primary(memberships, config.precedence, len(f))
+    flags = compute_flags(ctx, memberships, config, store.subscriptions)
+    held = held_back(flags)
+    actions = next_actions(prim, flags, {c: RULES[c].action for c in cohort_ids}, config)
+    margin_incomplete = (not store.has_cost) or (
+        1 - signals.margin_coverage > config.thresholds.margin_coverage_min
+    )
+    vip_excl = int(vip_excluded_for_discounts(ctx).sum()) if "vip" in memberships else 0
+
+    cycle_cache: dict[tuple[int, int, float], Cycles] = {}
+
+    def rebuild(th: Thresholds) -> Context:
+        key = (th.min_reorder_pairs, th.lead_days, th.overdue_fraction)
+        if key not in cycle_cache:
+            same = key == (
+                config.thresholds.min_reorder_pairs,
+                config.thresholds.lead_days,
+                config.thresholds.overdue_fraction,
+            )
+            cycle_cache[key] = cycles if same else estimate_cycles(store, code, signals.as_of, th)
+        return make_context(signals, cycle_cache[key], config, th)
+
+    eligible = ctx.eligible
+    value = f["value_window"].to_numpy(float)
+    total_value = float(np.nansum(np.where(eligible, value, 0.0)))
+    margin = f["margin_window"].to_numpy(float)
+    population = int(eligible.sum())
+    facts: list[CohortFacts] = []
+    for cid in cohort_ids:
+        m = memberships[cid]
+        size = int(m.mask.sum())
+        ready = m.mask & ~held
+        by_flag = [
+            FlagCount(flag=fl, count=int((m.mask & flags.frame[fl].to_numpy(bool)).sum()))
+            for fl in HOLD_FLAGS
+        ]
+        stake = value_at_stake(cid, ctx, ready)
+        n_held = int((m.mask & held).sum())
+        stable, unstable_key = stability(cid, m.mask, config.thresholds, rebuild)
+        conf, reasons = confidence(
+            cid,
+            m,
+            ctx,
+            history_days=signals.history_days,
+            margin_incomplete=margin_incomplete,
+            margin_coverage=signals.margin_coverage,
+            stable=stable,
+            unstable_key=unstable_key,
+        )
+        rule = RULES[cid]
+        timing = TIMING[cid].format(
+            lead=config.thresholds.lead_days,
+            median=round(signals.first_to_second_median) if signals.first_to_second_median else 30,
+        )
+        facts.append(
+            CohortFacts(
+                cohort=cid,
+                title=rule.title,
+                size=size,
+                share_of_customers=round(size / population, 4) if population else 0.0,
+                value_window=round(float(np.nansum(value[m.mask])), 2),
+                margin_window=round(float(np.nansum(margin[m.mask])), 2) if store.has_cost else None,
+                value_share=round(float(np.nansum(value[m.mask])) / total_value, 4) if total_value else 0.0,
+                rule=rule.rule_text(ctx),
+                value_signal=rule.value_signal,
+                risk=rule.risk,
+                action=rule.action,
+                allowed_actions=list(rule.allowed_actions),
+                outreach_ready=int(ready.sum()),
+                held_back=n_held,
+                held_back_by_flag=[b for b in by_flag if b.count],
+                secondary_members=int((m.mask & (prim != cid)).sum()),
+                priority="",
+                priority_score=round(priority_score(cid, stake, size, n_held), 2),
+                timing=timing,
+                confidence=conf,  # type: ignore[arg-type]
+                confidence_reasons=reasons,
+                stability=round(stable, 4),
+                thin=size < config.thresholds.min_cohort_size,
+                margin_incomplete=rule.margin_sensitive and margin_incomplete,
+            )
+        )
+    order = sorted(facts, key=lambda c: (-c.priority_score, c.cohort))
+    for i, c in enumerate(order, start=1):
+        c.priority = f"P{i}"
+    return Classification(
+        ctx=ctx,
+        cycles=cycles,
+        memberships=memberships,
+        primary=prim,
+        flags=flags,
+        held=held,
+        actions=actions,
+        cohort_facts=facts,
+        vip_discount_excluded=vip_excl,
+        margin_incomplete=margin_incomplete,
+    )
+
+
+def customer_table(signals: Signals, cl: Classification) -> pd.DataFrame:
+    """Every input customer: classified, or with the reason it is not."""
+    f = signals.frame
+    n = len(f)
+    prio = {c.cohort: c.priority for c in cl.cohort_facts}
+    cohorts_col = np.full(n, "", dtype=object)
+    reasons = np.full(n, "", dtype=object)
+    for cid in [c for c in cl.memberships]:
+        m = cl.memberships[cid]
+        cohorts_col = np.where(m.mask, np.where(cohorts_col == "", cid, cohorts_col + ";" + cid), cohorts_col)
+        text = cid + ": " + np.char.replace(m.reasons.astype(str), ";", ", ").astype(object)
+        reasons = np.where(m.mask, np.where(reasons == "", text, reasons + " | " + text), reasons)
+    if "vip" in cl.memberships:
+        dep = vip_excluded_for_discounts(cl.ctx)
+        note = "not vip: discount-dependent high spender"
+        reasons = np.where(dep, np.where(reasons == "", note, reasons + " | " + note), reasons)
+    prim = cl.primary
+    classified = prim != ""
+    excluded = f["excluded"].to_numpy(bool)
+    merged = f["merged_into"].notna().to_numpy(bool)
+    no_orders = f["orders_all_lifetime"].to_numpy() == 0
+    only_void = (f["orders_lifetime"].to_numpy() == 0) & ~no_orders
+    why = np.select(
+        [classified, excluded, merged, no_orders, only_void],
+        [
+            "",
+            f["excluded_reason"].to_numpy(object),
+            ("merged into " + f["merged_into"].fillna("")).to_numpy(object),
+            "no orders",
+            "only cancelled or fully refunded orders",
+        ],
+        default="no cohort rule met",
+    )
+    status = np.select([classified, excluded, merged], ["classified", "excluded", "merged"], "unclassified")
+    out = pd.DataFrame(
+        {
+            "customer_id": f["customer_id"].to_numpy(),
+            "status": status,
+            "primary_cohort": prim,
+            "cohorts": cohorts_col,
+            "flags": flag_strings(cl.flags),
+            "held_back": cl.held & classified,
+            "next_action": cl.actions,
+            "priority": [prio.get(p, "") for p in prim],
+            "reason_codes": reasons,
+            "flag_detail": cl.flags.detail,
+            "unclassified_reason": why,
+        }
+    )
+    keep = [
+        "orders_window",
+        "orders_lifetime",
+        "net_revenue_window",
+        "net_revenue_lifetime",
+        "margin_window",
+        "value_window",
+        "value_lifetime",
+        "first_order_at",
+        "last_order_at",
+        "recency_days",
+        "tenure_days",
+        "median_gap_days",
+        "discount_share_window",
+        "discount_rate_window",
+        "refund_rate",
+        "top_category",
+        "categories",
+        "subscription_status",
+        "tickets_window",
+        "open_tickets",
+        "email_consent",
+        "sms_consent",
+        "email_ok",
+        "sms_ok",
+        "duplicate_group",
+    ]
+    for col in keep:
+        out[col] = f[col].to_numpy()
+    return out

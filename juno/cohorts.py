@@ -1,0 +1,359 @@
+"""The six cohorts: each a small named rule (data plus one vectorised membership function)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from juno.config import Config, Thresholds
+from juno.cycles import Cycles
+from juno.signals import Signals
+
+
+@dataclass
+class Context:
+    """What every rule sees: signals, resolved thresholds, cycles. Rebuilt when thresholds move."""
+
+    f: pd.DataFrame
+    eligible: np.ndarray  # in population, not merged away
+    th: Thresholds
+    window_days: int
+    value_label: str
+    cycles: Cycles
+    resolved: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Membership:
+    """Members (bool per customer) and a reason-code string per customer ('' when not a member)."""
+
+    mask: np.ndarray
+    reasons: np.ndarray
+
+
+@dataclass(frozen=True)
+class CohortRule:
+    id: str
+    title: str
+    description: str
+    action: str
+    allowed_actions: tuple[str, ...]
+    risk: str
+    value_signal: str
+    threshold_keys: tuple[str, ...]
+    signals_used: tuple[str, ...]
+    margin_sensitive: bool
+    needs_history: bool
+    members: Callable[[Context], Membership]
+    rule_text: Callable[[Context], str]
+
+
+def _top_cut(values: pd.Series, base: np.ndarray, share: float) -> float:
+    """The value at the top `share` of the base with positive value (ties at the cut are in)."""
+    v = values.to_numpy(float)[base & (values.to_numpy(float) > 0)]
+    if len(v) == 0:
+        return float("inf")
+    k = max(int(np.ceil(share * len(v))), 1)
+    return float(np.sort(v)[::-1][min(k, len(v)) - 1])
+
+
+def resolve(ctx: Context) -> None:
+    """Turn shares into the value cuts they imply on this store."""
+    th = ctx.th
+    f = ctx.f
+    active = ctx.eligible & (f["recency_days"].to_numpy(float) <= th.active_days)
+    ctx.resolved["vip_cut"] = _top_cut(f["value_window"], ctx.eligible, th.vip_share)
+    ctx.resolved["near_vip_cut"] = _top_cut(
+        f["value_window"], ctx.eligible, min(th.vip_share + th.near_vip_share, 1.0)
+    )
+    ctx.resolved["high_value_cut"] = _top_cut(f["value_lifetime"], ctx.eligible, th.high_value_share)
+    ctx.resolved["active_customers"] = float(active.sum())
+
+
+def _codes(*parts: tuple[np.ndarray, str]) -> np.ndarray:
+    """Join reason codes per customer: codes for the customers where each mask holds."""
+    n = len(parts[0][0])
+    out = np.full(n, "", dtype=object)
+    for mask, code in parts:
+        out = np.where(mask, np.where(out == "", code, out + ";" + code), out)
+    return out
+
+
+def _num(f: pd.DataFrame, col: str) -> np.ndarray:
+    return f[col].to_numpy(float)
+
+
+def discount_dependent(ctx: Context) -> np.ndarray:
+    th = ctx.th
+    return (_num(ctx.f, "discount_share_window") >= th.discount_share_min) | (
+        _num(ctx.f, "discount_rate_window") >= th.discount_rate_min
+    )
+
+
+def _vip(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
+    top = ctx.eligible & (_num(f, "value_window") >= ctx.resolved["vip_cut"])
+    orders = _num(f, "orders_window") >= th.vip_min_orders
+    active = _num(f, "recency_days") <= th.active_days
+    dep = discount_dependent(ctx)
+    mask = top & orders & active & ~dep
+    pct = round(th.vip_share * 100)
+    reasons = _codes(
+        (mask, f"value_top_{pct}pct"),
+        (mask, f"orders_{ctx.window_days}d>={th.vip_min_orders}"),
+        (mask, f"active_{th.active_days}d"),
+        (mask, "not_discount_dependent"),
+    )
+    return Membership(mask, reasons)
+
+
+def vip_excluded_for_discounts(ctx: Context) -> np.ndarray:
+    """Top spenders who would be VIP but for their discount dependence (the brief says so)."""
+    f, th = ctx.f, ctx.th
+    top = ctx.eligible & (_num(f, "value_window") >= ctx.resolved["vip_cut"])
+    return (
+        top
+        & (_num(f, "orders_window") >= th.vip_min_orders)
+        & (_num(f, "recency_days") <= th.active_days)
+        & discount_dependent(ctx)
+    )
+
+
+def _near_vip(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
+    v = _num(f, "value_window")
+    band = ctx.eligible & (v >= ctx.resolved["near_vip_cut"]) & (v < ctx.resolved["vip_cut"])
+    active = _num(f, "recency_days") <= th.active_days
+    mask = band & active & ~_vip(ctx).mask
+    lo = round(th.vip_share * 100)
+    hi = round((th.vip_share + th.near_vip_share) * 100)
+    return Membership(mask, _codes((mask, f"value_top_{lo}_{hi}pct"), (mask, f"active_{th.active_days}d")))
+
+
+def _replenishment(ctx: Context) -> Membership:
+    n = len(ctx.f)
+    due = ctx.cycles.due
+    mask = np.zeros(n, dtype=bool)
+    reasons = np.full(n, "", dtype=object)
+    if len(due):
+        d = due[ctx.eligible[due["c"].to_numpy(int)]]
+        if len(d):
+            label = "due:" + d["product"].astype(str)
+            label = label.where(d["purchases"] < 3, label + ";replenishments>=2")
+            joined = label.groupby(d["c"].to_numpy()).agg(";".join)
+            idx = joined.index.to_numpy(int)
+            mask[idx] = True
+            reasons[idx] = joined.to_numpy()
+    return Membership(mask, reasons)
+
+
+def _lapsed(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
+    hv = ctx.eligible & (_num(f, "value_lifetime") >= ctx.resolved["high_value_cut"])
+    gap = np.nan_to_num(_num(f, "median_gap_days"), nan=0.0)
+    limit = np.maximum(th.lapse_multiple * gap, th.lapse_min_days)
+    rec = _num(f, "recency_days")
+    mask = hv & (rec > limit) & (rec < th.lost_days)
+    pct = round(th.high_value_share * 100)
+    return Membership(
+        mask,
+        _codes(
+            (mask, f"lifetime_value_top_{pct}pct"),
+            (mask & (th.lapse_multiple * gap > th.lapse_min_days), f"silent>{th.lapse_multiple:g}x_own_gap"),
+            (mask & (th.lapse_multiple * gap <= th.lapse_min_days), f"silent>{th.lapse_min_days}d"),
+            (mask, f"within_{th.lost_days}d"),
+        ),
+    )
+
+
+def _discount_risk(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
+    orders = _num(f, "orders_window") >= th.discount_min_orders
+    share = _num(f, "discount_share_window") >= th.discount_share_min
+    rate = _num(f, "discount_rate_window") >= th.discount_rate_min
+    mask = ctx.eligible & orders & (share | rate)
+    return Membership(
+        mask,
+        _codes(
+            (mask, f"orders_{ctx.window_days}d>={th.discount_min_orders}"),
+            (mask & share, f"discount_share>={th.discount_share_min:g}"),
+            (mask & rate, f"discount_rate>={th.discount_rate_min:g}"),
+        ),
+    )
+
+
+def _first_to_second(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
+    window = ctx.resolved["second_order_window"]
+    rec = _num(f, "recency_days")
+    mask = (
+        ctx.eligible
+        & (_num(f, "orders_lifetime") == 1)
+        & (rec >= th.first_order_min_days)
+        & (rec <= window)
+    )
+    return Membership(
+        mask, _codes((mask, "one_order"), (mask, f"first_order_{th.first_order_min_days}_{window:g}d_ago"))
+    )
+
+
+def _money(v: float) -> str:
+    return f"{v:,.2f}" if np.isfinite(v) else "n/a"
+
+
+RULES: dict[str, CohortRule] = {
+    r.id: r
+    for r in [
+        CohortRule(
+            id="lapsed_high_value",
+            title="Lapsed high-value",
+            description="High lifetime value customers who have gone quiet but are not yet lost.",
+            action="winback: personal outreach, not discount-first; a survey first if they had a support issue",
+            allowed_actions=("winback", "survey", "review"),
+            risk="reopening a bad experience; contacting people who left for a reason",
+            value_signal="lifetime value",
+            threshold_keys=("high_value_share", "lapse_multiple", "lapse_min_days", "lost_days"),
+            signals_used=("value_lifetime", "recency_days", "median_gap_days"),
+            margin_sensitive=False,
+            needs_history=True,
+            members=_lapsed,
+            rule_text=lambda c: (
+                f"lifetime {c.value_label} >= {_money(c.resolved['high_value_cut'])}"
+                f" (top {c.th.high_value_share:.0%}) AND last order > max({c.th.lapse_multiple:g} x own median gap,"
+                f" {c.th.lapse_min_days}d) ago AND last order < {c.th.lost_days}d ago"
+            ),
+        ),
+        CohortRule(
+            id="vip",
+            title="VIP",
+            description="The most valuable active customers, who buy without needing discounts.",
+            action="loyalty treatment: early access, thank-you, service priority; no discount needed",
+            allowed_actions=("loyalty treatment", "review"),
+            risk="over-messaging; teaching a full-price buyer to wait for discounts; an unresolved service issue",
+            value_signal="value in window",
+            threshold_keys=("vip_share", "vip_min_orders", "active_days", "discount_share_min", "discount_rate_min"),
+            signals_used=("value_window", "orders_window", "recency_days", "discount_share_window"),
+            margin_sensitive=False,
+            needs_history=False,
+            members=_vip,
+            rule_text=lambda c: (
+                f"{c.value_label} {c.window_days}d >= {_money(c.resolved['vip_cut'])} (top {c.th.vip_share:.0%})"
+                f" AND orders {c.window_days}d >= {c.th.vip_min_orders} AND last order <= {c.th.active_days}d ago"
+                f" AND discount share < {c.th.discount_share_min:g} AND discount rate < {c.th.discount_rate_min:g}"
+            ),
+        ),
+        CohortRule(
+            id="replenishment_ready",
+            title="Replenishment-ready",
+            description="Customers whose replenishable product is due, by the store's own reorder cycle.",
+            action="replenishment reminder; a subscription offer after 2+ replenishments",
+            allowed_actions=("replenishment reminder", "subscription offer", "review"),
+            risk="reminding someone who still has stock or already subscribes",
+            value_signal="value in window",
+            threshold_keys=("min_reorder_pairs", "lead_days", "overdue_fraction"),
+            signals_used=("categories",),
+            margin_sensitive=False,
+            needs_history=True,
+            members=_replenishment,
+            rule_text=lambda c: (
+                f"bought a product with a store cycle (>= {c.th.min_reorder_pairs} reorder pairs) AND last purchase"
+                f" + cycle between as_of - {c.th.overdue_fraction:g} x cycle and as_of + {c.th.lead_days}d"
+                " AND no later purchase of it"
+            ),
+        ),
+        CohortRule(
+            id="near_vip",
+            title="Near-VIP",
+            description="The next tier by value: active customers who could become VIPs.",
+            action="product education / tier-progress nudge, cross-sell from their categories",
+            allowed_actions=("product education", "cross-sell", "review"),
+            risk="pushing too hard; a discount that erodes margin",
+            value_signal="value in window",
+            threshold_keys=("vip_share", "near_vip_share", "active_days"),
+            signals_used=("value_window", "recency_days"),
+            margin_sensitive=False,
+            needs_history=False,
+            members=_near_vip,
+            rule_text=lambda c: (
+                f"{_money(c.resolved['near_vip_cut'])} <= {c.value_label} {c.window_days}d"
+                f" < {_money(c.resolved['vip_cut'])} (next {c.th.near_vip_share:.0%}) AND last order"
+                f" <= {c.th.active_days}d ago AND not VIP"
+            ),
+        ),
+        CohortRule(
+            id="discount_risk",
+            title="Discount risk",
+            description="Repeat buyers who mostly buy with a discount.",
+            action="suppress from discount campaigns; full-price product education; test a no-discount offer",
+            allowed_actions=("suppression", "product education", "review"),
+            risk="margin erosion; training the whole base to wait for codes",
+            value_signal="discount rate",
+            threshold_keys=("discount_min_orders", "discount_share_min", "discount_rate_min"),
+            signals_used=("discount_share_window", "discount_rate_window", "orders_window"),
+            margin_sensitive=True,
+            needs_history=False,
+            members=_discount_risk,
+            rule_text=lambda c: (
+                f"orders {c.window_days}d >= {c.th.discount_min_orders} AND (discount share >= "
+                f"{c.th.discount_share_min:g} OR discount rate >= {c.th.discount_rate_min:g})"
+            ),
+        ),
+        CohortRule(
+            id="first_to_second",
+            title="First to second purchase",
+            description="One-order customers in the window where a second purchase is most likely.",
+            action="product education, then a second-purchase nudge timed at the store's median first-to-second gap",
+            allowed_actions=("product education", "second-purchase nudge", "review"),
+            risk="fatigue right after the first purchase; a discount that becomes the expectation",
+            value_signal="first order value",
+            threshold_keys=("first_order_min_days", "second_order_window"),
+            signals_used=("orders_lifetime", "recency_days"),
+            margin_sensitive=False,
+            needs_history=False,
+            members=_first_to_second,
+            rule_text=lambda c: (
+                f"exactly 1 lifetime order AND placed {c.th.first_order_min_days}"
+                f" to {c.resolved['second_order_window']:g} days ago"
+            ),
+        ),
+    ]
+}
+
+
+def make_context(signals: Signals, cycles: Cycles, config: Config, th: Thresholds | None = None) -> Context:
+    f = signals.frame
+    eligible = ~f["excluded"].to_numpy(bool) & f["merged_into"].isna().to_numpy(bool)
+    ctx = Context(
+        f=f,
+        eligible=eligible,
+        th=th or config.thresholds,
+        window_days=config.window_days,
+        value_label="margin" if signals.value_column == "margin" else "net revenue",
+        cycles=cycles,
+    )
+    resolve(ctx)
+    t = ctx.th
+    if t.second_order_window is not None:
+        ctx.resolved["second_order_window"] = float(t.second_order_window)
+    elif signals.first_to_second_p75 is not None:
+        ctx.resolved["second_order_window"] = float(round(signals.first_to_second_p75))
+    else:
+        ctx.resolved["second_order_window"] = 90.0
+    return ctx
+
+
+def classify(ctx: Context, cohort_ids: list[str]) -> dict[str, Membership]:
+    """Membership of every requested cohort (before precedence)."""
+    return {cid: RULES[cid].members(ctx) for cid in cohort_ids}
+
+
+def primary(memberships: dict[str, Membership], precedence: list[str], n: int) -> np.ndarray:
+    """The primary cohort per customer by precedence; '' when none."""
+    out = np.full(n, "", dtype=object)
+    for cid in reversed(precedence):
+        if cid in memberships:
+            out = np.where(memberships[cid].mask, cid, out)
+    return out

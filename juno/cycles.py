@@ -1,0 +1,137 @@
+"""Replenishment cycles from the store's own repeat purchases, and who is due now."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from juno.config import Thresholds
+from juno.validate import Store
+
+DAY = np.timedelta64(1, "D")
+
+
+@dataclass
+class Cycles:
+    """Store-wide cycle estimates and per-customer due products."""
+
+    table: pd.DataFrame  # level, product, median_days, pairs, customers, replenishable, reason
+    due: pd.DataFrame  # c (customer code), level, product, category, last_at, due_at, purchases
+    purchases: pd.DataFrame  # c, category, sku, day: distinct purchase days (for subscriptions)
+    reason_none: str | None  # why no product has a cycle, when none has
+
+
+def _purchases(store: Store, code: np.ndarray) -> pd.DataFrame:
+    o = store.orders
+    lines = store.lines
+    assert lines is not None
+    counted = o["counts"].to_numpy(bool)
+    by_order = pd.DataFrame(
+        {"c": code[counted], "t": o["ordered_at"].to_numpy()[counted]},
+        index=o["order_id"].to_numpy()[counted],
+    )
+    lk = lines[lines["order_id"].isin(by_order.index)]
+    joined = by_order.reindex(lk["order_id"].to_numpy())
+    p = pd.DataFrame(
+        {
+            "c": joined["c"].to_numpy(),
+            "category": lk["category"].to_numpy(),
+            "sku": lk["sku"].to_numpy(),
+            "day": joined["t"].to_numpy().astype("datetime64[D]"),
+        }
+    )
+    return p
+
+
+def _gaps(p: pd.DataFrame, key: str) -> pd.DataFrame:
+    """Distinct purchase days per (customer, product) and the gaps between consecutive ones."""
+    d = p.dropna(subset=[key])[["c", key, "day"]].drop_duplicates().sort_values(["c", key, "day"])
+    c = d["c"].to_numpy()
+    k = d[key].to_numpy()
+    t = d["day"].to_numpy()
+    same = np.r_[False, (c[1:] == c[:-1]) & (k[1:] == k[:-1])]
+    gap = np.r_[np.nan, (t[1:] - t[:-1]) / DAY]
+    d = d.assign(gap=np.where(same, gap, np.nan))
+    return d
+
+
+def estimate_cycles(store: Store, code: np.ndarray, as_of: pd.Timestamp, th: Thresholds) -> Cycles:
+    """Median reorder interval per category (and SKU with enough pairs); who is due within the window."""
+    empty_due = pd.DataFrame(columns=["c", "level", "product", "category", "last_at", "due_at", "purchases"])
+    empty_tab = pd.DataFrame(
+        columns=["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]
+    )
+    if store.lines is None:
+        return Cycles(empty_tab, empty_due, pd.DataFrame(), "no order lines were provided, so products are unknown")
+    p = _purchases(store, code)
+    if p["category"].isna().all() and p["sku"].isna().all():
+        return Cycles(empty_tab, empty_due, p, "order lines carry no category or SKU")
+    tables = []
+    dues = []
+    for level, key, min_pairs in (
+        ("category", "category", th.min_reorder_pairs),
+        ("sku", "sku", th.min_sku_reorder_pairs),
+    ):
+        d = _gaps(p, key)
+        if d.empty:
+            continue
+        stats = d.groupby(key, sort=True).agg(
+            median_days=("gap", "median"),
+            pairs=("gap", "count"),
+            customers=("c", "nunique"),
+        )
+        stats = stats.reset_index().rename(columns={key: "product"})
+        stats["level"] = level
+        enough = stats["pairs"] >= min_pairs
+        short = stats["median_days"] <= th.max_cycle_days
+        stats["replenishable"] = enough & short
+        stats["reason"] = np.where(
+            ~enough,
+            "only " + stats["pairs"].astype(str) + f" reorder pairs (< {min_pairs})",
+            np.where(~short, f"median reorder interval over {th.max_cycle_days} days", "cycle estimated"),
+        )
+        tables.append(stats)
+        cyc = stats.loc[stats["replenishable"], ["product", "median_days"]].set_index("product")["median_days"]
+        if cyc.empty:
+            continue
+        last = d.groupby(["c", key], sort=True).agg(last_at=("day", "max"), purchases=("day", "count"))
+        last = last.reset_index()
+        last = last[last[key].isin(cyc.index)]
+        cycle = last[key].map(cyc).to_numpy(float)
+        due_at = last["last_at"].to_numpy() + (cycle * 86400).astype("timedelta64[s]")
+        lo = (as_of - pd.to_timedelta(cycle * th.overdue_fraction, unit="D")).to_numpy()
+        hi = (as_of + pd.Timedelta(days=th.lead_days)).to_datetime64()
+        is_due = (due_at >= lo) & (due_at <= hi)
+        sel = last[is_due]
+        dues.append(
+            pd.DataFrame(
+                {
+                    "c": sel["c"].to_numpy(),
+                    "level": level,
+                    "product": sel[key].to_numpy(),
+                    "last_at": sel["last_at"].to_numpy(),
+                    "due_at": due_at[is_due],
+                    "purchases": sel["purchases"].to_numpy(),
+                }
+            )
+        )
+    table = pd.concat(tables, ignore_index=True) if tables else empty_tab
+    table = table[["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]]
+    due = pd.concat(dues, ignore_index=True) if dues else empty_due
+    if len(due):
+        # Category of each due product; a SKU-level due needs no later purchase in its category.
+        sku_cat = p.dropna(subset=["sku"]).drop_duplicates("sku").set_index("sku")["category"]
+        due["category"] = np.where(
+            due["level"] == "category", due["product"], due["product"].map(sku_cat).to_numpy()
+        )
+        cat_last = p.groupby(["c", "category"])["day"].max()
+        key = pd.MultiIndex.from_arrays([due["c"], due["category"]])
+        later = cat_last.reindex(key).to_numpy() > due["last_at"].to_numpy()
+        due = due[~later].sort_values(["c", "level", "product"], kind="stable").reset_index(drop=True)
+    reason = None if bool(table["replenishable"].any()) else (
+        "no product has enough repeat purchases for a reliable cycle"
+        f" (>= {th.min_reorder_pairs} reorder pairs and a median under {th.max_cycle_days} days)"
+    )
+    return Cycles(table.reset_index(drop=True), due, p, reason)

@@ -1,0 +1,67 @@
+"""Duplicate customer records: normalised email and E.164 phone, grouped transitively."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from juno.config import Duplicates
+
+
+def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
+    """Lower-case, trimmed; optional plus-tag and Gmail-dot folding."""
+    e = s.astype("string").str.strip().str.lower()
+    e = e.mask(~e.str.contains("@", regex=False, na=False))
+    parts = e.str.split("@", n=1, regex=False)
+    local = parts.str[0]
+    domain = parts.str[1].replace({"googlemail.com": "gmail.com"})
+    if cfg.ignore_plus_tags:
+        local = local.str.split("+", n=1, regex=False).str[0]
+    if cfg.ignore_gmail_dots:
+        local = local.where(domain != "gmail.com", local.str.replace(".", "", regex=False))
+    out = local + "@" + domain
+    return out.mask((local == "") | domain.isna())
+
+
+def normalise_phone(s: pd.Series, cfg: Duplicates) -> pd.Series:
+    """E.164-style: '+1 (415) 555-0101', '4155550101' and '001 415 555 0101' all -> '+14155550101'."""
+    raw = s.astype("string").str.strip()
+    plus = raw.str.startswith("+", na=False)
+    d = raw.str.replace(r"\D", "", regex=True)
+    d = d.where(plus | ~d.str.startswith("00", na=False), d.str.slice(2))
+    intl = plus | raw.str.startswith("00", na=False)
+    cc = cfg.default_phone_country
+    national = ~intl & (d.str.len() == 10)
+    d = d.where(~national, cc + d)
+    trunk = ~intl & (d.str.len() == 11) & d.str.startswith(cc, na=False)
+    d = d.where(national | trunk | intl, pd.NA)
+    return ("+" + d).mask(d.str.len() < 8)
+
+
+def duplicate_groups(customers: pd.DataFrame, cfg: Duplicates) -> np.ndarray:
+    """Per customer row, the row index of the first record of its identity (itself when unique).
+
+    Records sharing an email key or a phone key are one identity, transitively (label
+    propagation over both keys until stable; converges in a few passes).
+    """
+    n = len(customers)
+    label = np.arange(n)
+    keys = [
+        normalise_email(customers["email"], cfg).to_numpy(dtype=object, na_value=None),
+        normalise_phone(customers["phone"], cfg).to_numpy(dtype=object, na_value=None),
+    ]
+    for _ in range(20):
+        before = label.copy()
+        for key in keys:
+            has = pd.notna(key)
+            if not has.any():
+                continue
+            idx = np.flatnonzero(has)
+            frame = pd.DataFrame({"k": key[idx], "l": label[idx]})
+            mins = frame.groupby("k", sort=False)["l"].transform("min").to_numpy()
+            label[idx] = np.minimum(label[idx], mins)
+        # Follow chains: a label's own label may be smaller.
+        label = label[label]
+        if np.array_equal(label, before):
+            break
+    return label

@@ -1,0 +1,126 @@
+"""Vectorised cell parsers: each returns the typed values and a mask of cells that were not empty
+but could not be parsed, so validation can reject those rows with a reason."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+_TRUE = {"true", "t", "yes", "y", "1", "1.0"}
+_FALSE = {"false", "f", "no", "n", "0", "0.0", ""}
+EARLIEST = pd.Timestamp("1995-01-01")
+
+
+def blank(s: pd.Series) -> pd.Series:
+    """True where the cell is missing or only whitespace."""
+    if s.dtype.kind in "fiumb":
+        return s.isna()
+    if s.dtype.kind == "M":
+        return s.isna()
+    return s.isna() | (s.astype("string").str.strip() == "")
+
+
+def clean_text(s: pd.Series) -> pd.Series:
+    """Strings trimmed, a leading apostrophe removed (spreadsheet text marker), blanks as NA."""
+    t = s.astype("string").str.strip()
+    t = t.str.removeprefix("'")
+    return t.mask(t == "")
+
+
+def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Numbers as float64; accepts '$1,234.50', ' 12 ', '€3'. Returns (values, bad)."""
+    if s.dtype.kind in "fiu":
+        v = s.astype("float64")
+        return v, pd.Series(False, index=s.index)
+    if s.dtype.kind == "b":
+        return s.astype("float64"), pd.Series(False, index=s.index)
+    t = s.astype("string").str.strip()
+    empty = t.isna() | (t == "")
+    v = pd.to_numeric(t, errors="coerce")
+    failed = v.isna() & ~empty
+    if failed.any():
+        u = t[failed]
+        neg = u.str.match(r"^\(.*\)$", na=False)
+        u = u.str.replace(r"[()$€£¥\s]|USD|EUR|GBP", "", regex=True)
+        # Thousands separators: '1,234' or '1,234.56'
+        u = u.where(~u.str.match(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$", na=False), u.str.replace(",", ""))
+        w = pd.to_numeric(u, errors="coerce")
+        w = w.where(~neg, -w)
+        v = v.astype("float64")
+        v[failed] = w.astype("float64")
+    v = v.astype("float64")
+    inf = v.abs() == float("inf")
+    v = v.mask(inf)
+    bad = (v.isna() & ~empty) | inf
+    return v, bad
+
+
+def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Timestamps as naive UTC; offsets honoured, dates alone accepted. Returns (values, bad)."""
+    if s.dtype.kind == "M":
+        v = s
+        if getattr(v.dt, "tz", None) is not None:
+            v = v.dt.tz_convert("UTC").dt.tz_localize(None)
+        v = v.astype("datetime64[ns]")
+        bad = pd.Series(False, index=s.index)
+    else:
+        t = s.astype("string").str.strip()
+        empty = t.isna() | (t == "")
+        v = pd.to_datetime(t, utc=True, format="ISO8601", errors="coerce")
+        failed = v.isna() & ~empty
+        if failed.any():
+            w = pd.to_datetime(t[failed], utc=True, format="mixed", errors="coerce")
+            v[failed] = w
+        v = v.dt.tz_localize(None).astype("datetime64[ns]")
+        bad = v.isna() & ~empty
+    implausible = v < EARLIEST
+    v = v.mask(implausible)
+    return v, bad | implausible
+
+
+def parse_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Booleans from true/false, yes/no, 1/0 in any case; blank is False. Returns (values, bad)."""
+    if s.dtype.kind == "b":
+        return s.fillna(False).astype(bool), pd.Series(False, index=s.index)
+    t = s.astype("string").str.strip().str.lower().fillna("")
+    val = t.isin(_TRUE)
+    bad = ~val & ~t.isin(_FALSE)
+    return val.astype(bool), bad
+
+
+CONSENT_VALUES = (
+    "subscribed",
+    "unsubscribed",
+    "never_subscribed",
+    "pending",
+    "invalid",
+    "redacted",
+    "unknown",
+)
+_CONSENT_ALIASES = {
+    "yes": "subscribed",
+    "true": "subscribed",
+    "y": "subscribed",
+    "1": "subscribed",
+    "opted_in": "subscribed",
+    "no": "unsubscribed",
+    "false": "unsubscribed",
+    "n": "unsubscribed",
+    "0": "unsubscribed",
+    "not_subscribed": "never_subscribed",
+    "opted_out": "unsubscribed",
+    "": "unknown",
+}
+
+
+def parse_consent(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Platform consent vocabulary in any case; yes/no from Shopify. Unknown words -> 'unknown'."""
+    t = (
+        s.astype("string")
+        .str.strip()
+        .str.lower()
+        .str.replace(r"[\s-]+", "_", regex=True)
+        .fillna("")
+    )
+    t = t.replace(_CONSENT_ALIASES)
+    bad = ~t.isin(CONSENT_VALUES)
+    return t.mask(bad, "unknown").astype("string"), bad

@@ -1,0 +1,98 @@
+"""Renderers: CSV with formula escaping, Markdown from Jinja2 templates, JSON. They compute nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from juno.brief import Brief, CohortFacts
+from juno.narrative.template import environment
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cells(s: pd.Series) -> pd.Series:
+    """Prefix a quote to text a spreadsheet would run as a formula (OWASP CSV injection)."""
+    t = s.astype("string")
+    risky = t.str.startswith(FORMULA_START, na=False)
+    return t.where(~risky, "'" + t)
+
+
+def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stable text for every cell: 2-decimal floats, ISO dates, escaped strings."""
+    out = pd.DataFrame(index=frame.index)
+    for col in frame.columns:
+        s = frame[col]
+        if s.dtype.kind == "M":
+            out[col] = s.dt.strftime("%Y-%m-%dT%H:%M:%S").astype("string")
+        elif s.dtype.kind == "f":
+            out[col] = pd.Series(np.round(s.to_numpy(float), 4), index=s.index).map(
+                lambda v: "" if pd.isna(v) else f"{v:.4f}".rstrip("0").rstrip(".")
+            )
+        elif s.dtype.kind == "b":
+            out[col] = np.where(s.to_numpy(bool), "true", "false")
+        elif s.dtype.kind in "iu":
+            out[col] = s.astype("string")
+        else:
+            out[col] = escape_cells(s)
+    return out
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    csv_frame(frame).to_csv(path, index=False, lineterminator="\n", na_rep="")
+
+
+def cohorts_frame(cohorts: list[CohortFacts]) -> pd.DataFrame:
+    rows = []
+    for c in sorted(cohorts, key=lambda c: int(c.priority[1:])):
+        rows.append(
+            {
+                "priority": c.priority,
+                "cohort": c.cohort,
+                "size": c.size,
+                "share_of_customers": c.share_of_customers,
+                "value_window": c.value_window,
+                "margin_window": c.margin_window,
+                "value_share": c.value_share,
+                "rule": c.rule,
+                "value_signal": c.value_signal,
+                "risk": c.risk,
+                "next_action": c.action,
+                "timing": c.timing,
+                "outreach_ready": c.outreach_ready,
+                "held_back": c.held_back,
+                "held_back_by_flag": "; ".join(f"{b.flag}: {b.count}" for b in c.held_back_by_flag),
+                "primary_elsewhere": c.secondary_members,
+                "priority_score": c.priority_score,
+                "confidence": c.confidence,
+                "confidence_reasons": "; ".join(c.confidence_reasons),
+                "stability": c.stability,
+                "thin_sample": c.thin,
+                "margin_incomplete": c.margin_incomplete,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def render_cohorts_md(brief: Brief) -> str:
+    cohorts = sorted(brief.facts.cohorts, key=lambda c: int(c.priority[1:]))
+    return environment().get_template("cohorts.md.j2").render(f=brief.facts, cohorts=cohorts)
+
+
+def render_brief_md(brief: Brief, review: dict[str, Any] | None = None) -> str:
+    return environment().get_template("brief.md.j2").render(
+        brief=brief,
+        n=brief.narrative,
+        f=brief.facts,
+        s=brief.facts.scope,
+        p=brief.provenance,
+        review=review or {},
+    )
+
+
+def write_json(obj: Any, path: Path) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", encoding="utf-8")

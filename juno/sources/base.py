@@ -1,0 +1,66 @@
+"""What every source adapter (generic contract, Shopify, column mapping) hands to validation.
+
+An adapter only finds files and renames columns to the contract's names; typing and row-level
+rejection happen once, in `juno.validate`, whatever the source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+TABLES = ("orders", "order_lines", "customers", "support_tickets", "subscriptions")
+
+# Columns every raw frame carries besides the contract columns: where the row came from.
+FILE_COL = "_file"
+LINE_COL = "_line"
+
+REJECTED_COLUMNS = ["file", "line", "table", "reason", "revenue", "detail"]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file read: its path as given, sha256 and data rows (header excluded)."""
+
+    path: str
+    table: str
+    sha256: str
+    rows: int
+    format: str
+
+
+@dataclass
+class RawTable:
+    """One contract table as read: contract column names, cell values as read (strings for CSV).
+
+    `frame` always holds FILE_COL (file name) and LINE_COL (1-based line in that file, the header
+    being line 1) so that any rejected row can be traced back.
+    """
+
+    table: str
+    frame: pd.DataFrame
+
+
+@dataclass
+class SourceResult:
+    """Everything an adapter read."""
+
+    kind: str  # "generic", "shopify", "mapping"
+    tables: dict[str, RawTable]
+    files: list[InputFile]
+    notes: list[str] = field(default_factory=list)
+    # Rows the adapter itself had to set aside, columns REJECTED_COLUMNS.
+    rejected: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
+    )
+
+
+def normalise_name(name: str) -> str:
+    """Column names match case- and space-insensitively: 'Ordered At' -> 'ordered_at'."""
+    return "_".join(str(name).replace("\ufeff", "").strip().lower().replace("-", " ").split())
+
+
+def store_path(path: str | Path) -> Path:
+    return Path(path).expanduser()

@@ -1,0 +1,490 @@
+"""Validation: raw tables from any source become typed frames; bad rows become rejects.
+
+Fail loud at the edge: after this step the core trusts its data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from juno.config import Config
+from juno.errors import InputError
+from juno.parse import (
+    blank,
+    clean_text,
+    parse_bool,
+    parse_consent,
+    parse_datetime,
+    parse_number,
+)
+from juno.sources.base import (
+    FILE_COL,
+    LINE_COL,
+    REJECTED_COLUMNS,
+    InputFile,
+    RawTable,
+    SourceResult,
+)
+
+REQUIRED: dict[str, list[str]] = {
+    "orders": ["order_id", "ordered_at", "revenue"],
+    "order_lines": ["order_id"],
+    "customers": ["customer_id"],
+    "support_tickets": ["opened_at"],
+    "subscriptions": ["customer_id", "status"],
+}
+
+
+@dataclass
+class Store:
+    """Typed, validated tables: what the deterministic core works on."""
+
+    orders: pd.DataFrame
+    lines: pd.DataFrame | None
+    customers: pd.DataFrame
+    tickets: pd.DataFrame | None
+    subscriptions: pd.DataFrame | None
+    rejected: pd.DataFrame
+    files: list[InputFile]
+    notes: list[str]
+    as_of: pd.Timestamp
+    as_of_source: str
+    currency: str | None
+    source_kind: str
+    rows_read: dict[str, int] = field(default_factory=dict)
+    has_cost: bool = False
+    has_lines: bool = False
+
+
+def _b(mask: pd.Series) -> np.ndarray:
+    return np.asarray(mask.fillna(False).astype(bool), dtype=bool)
+
+
+class _Rejects:
+    """Collects (table, mask, reason) and keeps the first reason per row."""
+
+    def __init__(self, raw: RawTable) -> None:
+        self.raw = raw
+        self.reason = np.full(len(raw.frame), None, dtype=object)
+        self.detail = np.full(len(raw.frame), None, dtype=object)
+
+    def add(self, mask: pd.Series | np.ndarray, reason: str, detail: pd.Series | None = None) -> None:
+        m = _b(pd.Series(mask)) if not isinstance(mask, np.ndarray) else mask
+        new = m & (self.reason == None)  # noqa: E711 - elementwise on an object array
+        self.reason[new] = reason
+        if detail is not None:
+            self.detail[new] = np.asarray(detail.astype("string").fillna(""), dtype=object)[new]
+
+    @property
+    def ok(self) -> np.ndarray:
+        return np.asarray(self.reason == None, dtype=bool)  # noqa: E711
+
+    def frame(self, revenue: pd.Series | None = None) -> pd.DataFrame:
+        bad = ~self.ok
+        f = self.raw.frame
+        return pd.DataFrame(
+            {
+                "file": f[FILE_COL].to_numpy()[bad],
+                "line": f[LINE_COL].to_numpy()[bad],
+                "table": self.raw.table,
+                "reason": self.reason[bad],
+                "revenue": (
+                    revenue.to_numpy()[bad] if revenue is not None else np.full(bad.sum(), np.nan)
+                ),
+                "detail": self.detail[bad],
+            }
+        )
+
+
+def _examples(frame: pd.DataFrame, n: int = 5) -> list[str]:
+    cols = [c for c in frame.columns if not c.startswith("_")][:6]
+    out = []
+    for _, row in frame.head(n).iterrows():
+        out.append(", ".join(f"{c}={row[c]!s}"[:40] for c in cols))
+    return out
+
+
+def _require(raw: RawTable, file: str) -> None:
+    cols = set(raw.frame.columns)
+    missing = [c for c in REQUIRED[raw.table] if c not in cols]
+    if raw.table == "orders" and "customer_id" not in cols and "email" not in cols:
+        missing.append("customer_id (or email)")
+    if raw.table == "support_tickets" and "customer_id" not in cols and "email" not in cols:
+        missing.append("customer_id (or email)")
+    if missing:
+        present = [c for c in raw.frame.columns if not c.startswith("_")]
+        raise InputError(
+            f"the {raw.table} table lacks required column(s): {', '.join(missing)}",
+            file=file,
+            column=missing[0],
+            expected=f"columns {', '.join(REQUIRED[raw.table])} (names match case- and space-insensitively);"
+            f" found: {', '.join(present[:20])}",
+            examples=_examples(raw.frame),
+        )
+
+
+def _col(f: pd.DataFrame, name: str) -> pd.Series:
+    if name in f.columns:
+        return f[name]
+    return pd.Series(pd.NA, index=f.index, dtype="string")
+
+
+def _file_of(raw: RawTable, files: list[InputFile]) -> str:
+    names = [fi.path for fi in files if fi.table == raw.table]
+    return ", ".join(names) if names else raw.table
+
+
+def _email_key(s: pd.Series) -> pd.Series:
+    return clean_text(s).str.lower()
+
+
+def validate(source: SourceResult, config: Config) -> Store:
+    """Type every table, reject bad rows with reasons, resolve as_of and the currency."""
+    notes = list(source.notes)
+    rejected_parts = [source.rejected] if len(source.rejected) else []
+    rows_read = {name: len(t.frame) for name, t in source.tables.items()}
+    for name, raw in source.tables.items():
+        _require(raw, _file_of(raw, source.files))
+
+    # ---- customers (first: orders may carry only an email that maps to a customer id) ----
+    cust_raw = source.tables.get("customers")
+    email_to_id: pd.Series | None = None
+    if cust_raw is not None:
+        customers, rej = _customers(cust_raw)
+        rejected_parts.append(rej)
+        with_email = customers.dropna(subset=["email_key"]).drop_duplicates("email_key")
+        email_to_id = pd.Series(
+            with_email["customer_id"].to_numpy(), index=with_email["email_key"].to_numpy()
+        )
+    else:
+        customers = None
+
+    orders, rej = _orders(source.tables["orders"], config, email_to_id)
+    rejected_parts.append(rej)
+    if orders.empty:
+        raise InputError(
+            "no usable orders: every order row was rejected",
+            file=_file_of(source.tables["orders"], source.files),
+            expected="order rows with an order id, a customer, a date and a revenue",
+            examples=[f"line {r.line}: {r.reason}" for r in rej.head(5).itertuples()],
+        )
+
+    # ---- currency ----
+    currency: str | None = config.currency
+    cur = orders["currency"].dropna()
+    found = sorted(cur.unique().tolist())
+    if config.currency is None and len(found) > 1:
+        counts = cur.value_counts()
+        raise InputError(
+            f"orders are in several currencies ({', '.join(found)}) and no conversion is given",
+            file=_file_of(source.tables["orders"], source.files),
+            column="currency",
+            expected="one currency per store, or `currency = \"...\"` in juno.toml to keep one",
+            examples=[f"{k}: {v} orders" for k, v in counts.items()],
+        )
+    if config.currency is not None:
+        other = orders["currency"].notna() & (orders["currency"] != config.currency)
+        if other.any():
+            rejected_parts.append(_drop_reject(orders, other, "orders", f"currency is not {config.currency}"))
+            orders = orders[~other]
+    elif found:
+        currency = found[0]
+
+    # ---- as_of ----
+    if config.as_of is not None:
+        as_of = pd.Timestamp(config.as_of_datetime())
+        as_of_source = "config"
+        late = orders["ordered_at"] > as_of
+        if late.any():
+            rejected_parts.append(_drop_reject(orders, late, "orders", "ordered after as_of"))
+            orders = orders[~late]
+    else:
+        as_of = orders["ordered_at"].max()
+        as_of_source = "latest order in the data"
+    orders = orders.reset_index(drop=True)
+
+    # ---- customer universe ----
+    order_customers = pd.Index(orders["customer_id"].unique())
+    if customers is None:
+        customers = pd.DataFrame({"customer_id": pd.Series(order_customers, dtype="string")})
+        for c in ("email", "phone", "first_name", "last_name", "tags", "country", "email_key"):
+            customers[c] = pd.Series(pd.NA, index=customers.index, dtype="string")
+        customers["created_at"] = pd.Series(pd.NaT, index=customers.index, dtype="datetime64[ns]")
+        customers["email_consent"] = pd.Series("unknown", index=customers.index, dtype="string")
+        customers["sms_consent"] = pd.Series("unknown", index=customers.index, dtype="string")
+        customers["email_suppressed"] = False
+        customers["in_customers_file"] = False
+    else:
+        extra = order_customers.difference(pd.Index(customers["customer_id"]))
+        if len(extra):
+            notes.append(
+                f"{len(extra):,} customers have orders but no row in the customers table "
+                "(consent unknown for them)"
+            )
+            add = pd.DataFrame({"customer_id": pd.Series(extra, dtype="string")})
+            add["email_consent"] = "unknown"
+            add["sms_consent"] = "unknown"
+            add["email_suppressed"] = False
+            add["in_customers_file"] = False
+            customers = pd.concat([customers, add], ignore_index=True)
+        no_orders = (~customers["customer_id"].isin(order_customers)).sum()
+        if no_orders:
+            notes.append(f"{no_orders:,} customers in the customers table have no usable order")
+    customers = customers.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    known = pd.Index(customers["customer_id"])
+    email_index = customers.dropna(subset=["email_key"]).drop_duplicates("email_key")
+    email_map = pd.Series(email_index["customer_id"].to_numpy(), index=email_index["email_key"].to_numpy())
+
+    # ---- lines ----
+    lines = None
+    if "order_lines" in source.tables:
+        lines, rej = _lines(source.tables["order_lines"], orders)
+        rejected_parts.append(rej)
+
+    tickets = None
+    if "support_tickets" in source.tables:
+        tickets, rej = _tickets(source.tables["support_tickets"], known, email_map, as_of)
+        rejected_parts.append(rej)
+
+    subs = None
+    if "subscriptions" in source.tables:
+        subs, rej = _subscriptions(source.tables["subscriptions"], known)
+        rejected_parts.append(rej)
+
+    rejected = pd.concat(
+        [p for p in rejected_parts if len(p)] or [source.rejected], ignore_index=True
+    )
+    rejected = rejected[REJECTED_COLUMNS].sort_values(["table", "file", "line"], kind="stable")
+    has_cost = bool(orders["cost"].notna().any()) or (
+        lines is not None and bool(lines["cost"].notna().any())
+    )
+    return Store(
+        orders=orders,
+        lines=lines,
+        customers=customers,
+        tickets=tickets,
+        subscriptions=subs,
+        rejected=rejected.reset_index(drop=True),
+        files=source.files,
+        notes=notes,
+        as_of=as_of,
+        as_of_source=as_of_source,
+        currency=currency,
+        source_kind=source.kind,
+        rows_read=rows_read,
+        has_cost=has_cost,
+        has_lines=lines is not None,
+    )
+
+
+def _drop_reject(frame: pd.DataFrame, mask: pd.Series, table: str, reason: str) -> pd.DataFrame:
+    part = frame[mask]
+    return pd.DataFrame(
+        {
+            "file": part[FILE_COL].to_numpy(),
+            "line": part[LINE_COL].to_numpy(),
+            "table": table,
+            "reason": reason,
+            "revenue": part["revenue"].to_numpy() if "revenue" in part else np.nan,
+            "detail": part["order_id"].to_numpy() if "order_id" in part else None,
+        }
+    )
+
+
+def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
+    f = raw.frame
+    rej = _Rejects(raw)
+    cid = clean_text(_col(f, "customer_id"))
+    rej.add(cid.isna(), "missing customer_id")
+    dup = cid.duplicated(keep="first") & cid.notna()
+    rej.add(dup, "duplicate customer_id (first row kept)", cid)
+    created, bad_created = parse_datetime(_col(f, "created_at"))
+    email_consent, bad_ec = parse_consent(_col(f, "email_consent"))
+    sms_consent, bad_sc = parse_consent(_col(f, "sms_consent"))
+    suppressed, _ = parse_bool(_col(f, "email_suppressed"))
+    out = pd.DataFrame(
+        {
+            "customer_id": cid.astype("string"),
+            "email": clean_text(_col(f, "email")),
+            "phone": clean_text(_col(f, "phone")),
+            "first_name": clean_text(_col(f, "first_name")),
+            "last_name": clean_text(_col(f, "last_name")),
+            "created_at": created,
+            "email_consent": email_consent,
+            "sms_consent": sms_consent,
+            "email_suppressed": suppressed,
+            "tags": clean_text(_col(f, "tags")),
+            "country": clean_text(_col(f, "country")).str.upper(),
+            "email_key": _email_key(_col(f, "email")),
+            "in_customers_file": True,
+            "consent_unrecognised": _b(bad_ec) | _b(bad_sc),
+        }
+    )
+    for extra in ("total_spent", "total_orders"):
+        if extra in f.columns:
+            out[extra] = parse_number(f[extra])[0]
+    ok = rej.ok
+    return out[ok].reset_index(drop=True), rej.frame()
+
+
+def _orders(
+    raw: RawTable, config: Config, email_to_id: pd.Series | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    f = raw.frame
+    rej = _Rejects(raw)
+    order_id = clean_text(_col(f, "order_id"))
+    cid = clean_text(_col(f, "customer_id"))
+    email_key = _email_key(_col(f, "email"))
+    if email_to_id is not None:
+        mapped = email_key.map(email_to_id)
+        cid = cid.fillna(mapped.astype("string"))
+    cid = cid.fillna(email_key)
+    ordered_at, bad_date = parse_datetime(_col(f, "ordered_at"))
+    revenue, bad_rev = parse_number(_col(f, "revenue"))
+    discount, bad_disc = parse_number(_col(f, "discount"))
+    refunded, bad_ref = parse_number(_col(f, "refunded"))
+    cost, bad_cost = parse_number(_col(f, "cost"))
+    cancelled_flag, _ = parse_bool(_col(f, "cancelled"))
+    cancelled_at, _ = parse_datetime(_col(f, "cancelled_at"))
+    cancelled = _b(cancelled_flag) | _b(cancelled_at.notna())
+    is_sub, _ = parse_bool(_col(f, "is_subscription_order"))
+    discount_code = clean_text(_col(f, "discount_code"))
+    currency = clean_text(_col(f, "currency")).str.upper()
+
+    rej.add(order_id.isna(), "missing order_id")
+    rej.add(cid.isna(), "no customer id or email (unattributed)", order_id)
+    rej.add(blank(_col(f, "ordered_at")), "missing ordered_at", order_id)
+    rej.add(bad_date, "unparseable or implausible ordered_at", _col(f, "ordered_at"))
+    rej.add(blank(_col(f, "revenue")), "missing revenue", order_id)
+    rej.add(bad_rev, "revenue is not a number", _col(f, "revenue"))
+    rej.add(
+        _b(revenue < 0) & ~cancelled & _b(refunded.fillna(0) <= 0),
+        "negative revenue that is not a refund or cancellation",
+        _col(f, "revenue"),
+    )
+    rej.add(_b(revenue.abs() > 1e9), "revenue implausibly large", _col(f, "revenue"))
+    rej.add(bad_disc | bad_ref | bad_cost, "discount, refunded or cost is not a number", order_id)
+
+    # Duplicate order ids: identical rows are harmless repeats; differing ones are ambiguous.
+    ok_now = pd.Series(rej.ok, index=f.index)
+    dup_any = order_id.duplicated(keep=False) & ok_now & order_id.notna()
+    if dup_any.any():
+        sig = pd.DataFrame(
+            {"o": order_id, "c": cid, "d": ordered_at, "r": revenue, "x": refunded}
+        ).astype("string").fillna("")
+        key = sig.agg("|".join, axis=1)
+        cand = dup_any
+        first = order_id[cand].duplicated(keep="first")
+        later = pd.Series(False, index=f.index)
+        later[first.index] = first
+        same = later & key.duplicated(keep="first")
+        rej.add(_b(same), "duplicate order id (identical row, first kept)", order_id)
+        rej.add(_b(later & ~same), "duplicate order id with different content (first kept)", order_id)
+
+    out = pd.DataFrame(
+        {
+            "order_id": order_id,
+            "customer_id": cid.astype("string"),
+            "ordered_at": ordered_at,
+            "revenue": revenue,
+            "discount": discount.fillna(0.0).clip(lower=0),
+            "refunded": refunded.fillna(0.0).clip(lower=0),
+            "cancelled": cancelled,
+            "cost": cost,
+            "currency": currency,
+            "discount_code": discount_code,
+            "is_subscription_order": _b(is_sub),
+            FILE_COL: f[FILE_COL],
+            LINE_COL: f[LINE_COL],
+        }
+    )
+    out["has_discount"] = _b(out["discount"] > 0) | _b(discount_code.notna())
+    refunded_full = _b(out["refunded"] >= out["revenue"] - 0.005) & _b(out["refunded"] > 0)
+    out["fully_refunded"] = refunded_full
+    # Net revenue: cancelled and fully refunded orders count zero; partial refunds come off.
+    net = (out["revenue"] - out["refunded"]).clip(lower=0)
+    out["net_revenue"] = net.where(~(out["cancelled"] | refunded_full), 0.0)
+    out["counts"] = ~(out["cancelled"] | refunded_full)
+    ok = rej.ok
+    return out[ok].reset_index(drop=True), rej.frame(revenue)
+
+
+def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    f = raw.frame
+    rej = _Rejects(raw)
+    order_id = clean_text(_col(f, "order_id"))
+    qty, bad_q = parse_number(_col(f, "quantity"))
+    price, bad_p = parse_number(_col(f, "price"))
+    line_discount, bad_d = parse_number(_col(f, "line_discount"))
+    cost, bad_c = parse_number(_col(f, "cost"))
+    rej.add(order_id.isna(), "missing order_id")
+    rej.add(~order_id.isin(orders["order_id"]), "line of an unknown or rejected order", order_id)
+    rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
+    category = clean_text(_col(f, "category")).str.lower()
+    sku = clean_text(_col(f, "sku"))
+    out = pd.DataFrame(
+        {
+            "order_id": order_id,
+            "sku": sku,
+            "product_name": clean_text(_col(f, "product_name")),
+            "category": category,
+            "quantity": qty.fillna(1.0),
+            "price": price,
+            "line_discount": line_discount.fillna(0.0),
+            "cost": cost,
+        }
+    )
+    ok = rej.ok
+    return out[ok].reset_index(drop=True), rej.frame()
+
+
+def _tickets(
+    raw: RawTable, known: pd.Index, email_map: pd.Series, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    f = raw.frame
+    rej = _Rejects(raw)
+    cid = clean_text(_col(f, "customer_id"))
+    cid = cid.fillna(_email_key(_col(f, "email")).map(email_map).astype("string"))
+    opened, bad_o = parse_datetime(_col(f, "opened_at"))
+    closed, _ = parse_datetime(_col(f, "closed_at"))
+    rej.add(cid.isna(), "ticket without a customer id or email")
+    rej.add(~cid.isin(known), "ticket of an unknown customer", cid)
+    rej.add(blank(_col(f, "opened_at")) | bad_o, "missing or unparseable opened_at", _col(f, "opened_at"))
+    rej.add(_b(opened > as_of), "ticket opened after as_of")
+    status = clean_text(_col(f, "status")).str.lower().fillna("")
+    severity = clean_text(_col(f, "severity")).str.lower().fillna("normal")
+    is_open = (status.isin(["open", "pending", "new", "hold", "on_hold"]) | (closed.isna() & (status == ""))) & ~status.isin(["closed", "solved", "resolved"])
+    out = pd.DataFrame(
+        {
+            "customer_id": cid,
+            "opened_at": opened,
+            "closed_at": closed,
+            "is_open": _b(is_open),
+            "severity": severity,
+            "high_severity": _b(severity.isin(["high", "urgent", "critical"])),
+        }
+    )
+    return out[rej.ok].reset_index(drop=True), rej.frame()
+
+
+def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
+    f = raw.frame
+    rej = _Rejects(raw)
+    cid = clean_text(_col(f, "customer_id"))
+    status = clean_text(_col(f, "status")).str.lower()
+    status = status.replace({"canceled": "cancelled", "expired": "cancelled", "on_hold": "paused"})
+    rej.add(cid.isna(), "subscription without a customer id")
+    rej.add(~cid.isin(known), "subscription of an unknown customer", cid)
+    rej.add(~status.isin(["active", "paused", "cancelled"]), "status is not active, paused or cancelled", status)
+    out = pd.DataFrame(
+        {
+            "customer_id": cid,
+            "status": status,
+            "sku": clean_text(_col(f, "sku")),
+            "category": clean_text(_col(f, "category")).str.lower(),
+        }
+    )
+    return out[rej.ok].reset_index(drop=True), rej.frame()
