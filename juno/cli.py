@@ -79,6 +79,9 @@ def run_cmd(
     ] = False,
     force: Annotated[bool, typer.Option(help="replace an --out folder that is not a Juno run")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress on stderr")] = False,
+    previous: Annotated[
+        Path | None, typer.Option("--previous", help="earlier run folder: carry review decisions forward")
+    ] = None,
 ) -> None:
     """Classify customers, check them, and write the cohort table and the draft brief."""
     from juno.pipeline import run, stderr_progress
@@ -123,6 +126,7 @@ def run_cmd(
         force=force,
         progress=None if quiet else stderr_progress,
         config_dir=cfg_path.parent if cfg_path else None,
+        previous=previous,
     )
     if not quiet:
         assert result.brief is not None
@@ -142,6 +146,17 @@ def run_cmd(
 def version() -> None:
     """Print Juno's version."""
     typer.echo(__version__)
+
+
+def _register_commands() -> None:
+    """Commands that live in their own modules (one small module per command)."""
+    from juno import cli_backtest, cli_diff, cli_review
+
+    for module in (cli_backtest, cli_diff, cli_review):
+        module.register(app)
+
+
+_register_commands()
 
 
 def main() -> None:

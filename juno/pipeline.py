@@ -46,6 +46,7 @@ class RunResult:
     brief: Brief | None = None
     out: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    previous: Path | None = None  # an earlier run folder whose review decisions carry forward
 
     @property
     def cohorts(self) -> pd.DataFrame:
@@ -180,7 +181,7 @@ def write_run(result: RunResult, out: Path, force: bool = False) -> None:
         (tmp / "brief.md").write_text(render_brief_md(brief), encoding="utf-8")
         write_json(brief.model_dump(mode="json"), tmp / "brief.json")
         write_csv(store.rejected, tmp / "rejected_rows.csv")
-        for hook in EXTRA_WRITERS:
+        for hook in extra_writers():
             hook(result, tmp)
         write_json(run_info(result), tmp / "run.json")
 
@@ -188,8 +189,11 @@ def write_run(result: RunResult, out: Path, force: bool = False) -> None:
     result.out = out
 
 
-# Other outputs (HTML brief, segments, review.toml) register here: f(result, folder).
-EXTRA_WRITERS: list[Callable[[RunResult, Path], None]] = []
+def extra_writers() -> list[Callable[[RunResult, Path], None]]:
+    """Outputs owned by other modules: HTML brief, segment logic, review.toml."""
+    from juno import report_html, review, segments
+
+    return [report_html.write, segments.write, review.write]
 
 
 def run(
@@ -202,10 +206,13 @@ def run(
     progress: Callable[[str], None] | None = None,
     source: SourceResult | None = None,
     config_dir: Path | None = None,
+    previous: str | Path | None = None,
 ) -> RunResult:
     """The whole job: from a store folder to a reviewed-ready draft (written to `out` when given)."""
     config = config or Config()
-    result = RunResult(config=config, store_path=Path(store))
+    result = RunResult(
+        config=config, store_path=Path(store), previous=Path(previous) if previous else None
+    )
     state: dict[str, Any] = {"source": source}
     narrative_words: dict[str, tuple[Narrative, Provenance]] = {}
 
