@@ -56,7 +56,7 @@ def _top_cut(values: pd.Series, base: np.ndarray, share: float) -> float:
     v = values.to_numpy(float)[base & (values.to_numpy(float) > 0)]
     if len(v) == 0:
         return float("inf")
-    k = max(int(np.ceil(share * len(v))), 1)
+    k = max(int(np.ceil(share * len(v) - 1e-9)), 1)  # 0.09 x 100 is 9.000000000000002
     return float(np.sort(v)[::-1][min(k, len(v)) - 1])
 
 

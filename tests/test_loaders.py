@@ -1,0 +1,193 @@
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from helpers import load, write_store
+
+from juno.config import Config, config_from_dict
+from juno.errors import InputError
+from juno.sources.generic import read_generic
+from juno.validate import validate
+
+ORDERS = """
+order_id,customer_id,ordered_at,revenue
+O1,C1,2025-01-01T10:00:00+00:00,100
+O2,C1,2025-02-01T10:00:00+00:00,50
+"""
+
+
+def test_columns_match_case_and_space_insensitively(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="Order ID,CUSTOMER_ID, Ordered At ,Revenue\nO1,C1,2025-01-01,10\n")
+    s = load(tmp_path)
+    assert s.orders["order_id"].tolist() == ["O1"]
+    assert s.orders["revenue"].tolist() == [10.0]
+
+
+def test_parquet_is_read(tmp_path: Path) -> None:
+    pd.DataFrame(
+        {"order_id": ["O1"], "customer_id": ["C1"], "ordered_at": pd.to_datetime(["2025-01-01"]), "revenue": [5.0]}
+    ).to_parquet(tmp_path / "orders.parquet")
+    s = load(tmp_path)
+    assert s.orders["net_revenue"].tolist() == [5.0]
+    assert s.files[0].format == "parquet"
+
+
+def test_no_orders_is_fatal(tmp_path: Path) -> None:
+    write_store(tmp_path, customers="customer_id\nC1\n")
+    with pytest.raises(InputError) as e:
+        read_generic(tmp_path)
+    assert "no orders table" in str(e.value)
+
+
+def test_missing_required_column_names_file_column_and_examples(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,revenue\nO1,C1,10\n")
+    with pytest.raises(InputError) as e:
+        load(tmp_path)
+    msg = str(e.value)
+    assert "ordered_at" in msg and "orders.csv" in msg and "order_id=O1" in msg
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00binary", "binary"),
+        (b"<!DOCTYPE html><html><body>502 Bad Gateway</body></html>", "HTML"),
+        (b'{"orders": []}', "JSON"),
+        (b"", "empty"),
+    ],
+)
+def test_files_that_are_not_tables(tmp_path: Path, content: bytes, needle: str) -> None:
+    (tmp_path / "orders.csv").write_bytes(content)
+    with pytest.raises(InputError) as e:
+        read_generic(tmp_path)
+    assert needle in str(e.value)
+
+
+def test_semicolons_bom_and_latin1(tmp_path: Path) -> None:
+    text = "\ufefforder_id;customer_id;ordered_at;revenue\nO1;Zoë;2025-01-01;10\n"
+    (tmp_path / "orders.csv").write_bytes(text.encode("utf-8"))
+    assert load(tmp_path).orders["customer_id"].tolist() == ["Zoë"]
+    (tmp_path / "orders.csv").write_bytes(text.replace("\ufeff", "").encode("latin-1"))
+    assert load(tmp_path).orders["customer_id"].tolist() == ["Zoë"]
+
+
+def test_duplicate_column_names_are_fatal(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,Order ID,customer_id,ordered_at,revenue\nO1,O1,C1,2025-01-01,1\n")
+    with pytest.raises(InputError) as e:
+        load(tmp_path)
+    assert "same name" in str(e.value)
+
+
+def test_row_level_problems_become_rejected_rows_with_line_numbers(tmp_path: Path) -> None:
+    write_store(
+        tmp_path,
+        orders="""
+order_id,customer_id,ordered_at,revenue
+O1,C1,2025-01-01,10
+O2,,2025-01-02,10
+O3,C2,not a date,10
+O4,C2,2025-01-03,abc
+O5,C2,2025-01-03,-5
+O1,C1,2025-01-01,10
+O6,C3,1900-01-01,10
+O7,C3,2025-01-04,"$1,200.50"
+""",
+    )
+    s = load(tmp_path)
+    assert s.orders["order_id"].tolist() == ["O1", "O7"]
+    assert s.orders["revenue"].tolist() == [10.0, 1200.5]
+    rej = s.rejected.set_index("line")["reason"].to_dict()
+    assert rej[3].startswith("no customer")
+    assert "ordered_at" in rej[4]
+    assert rej[5] == "revenue is not a number"
+    assert rej[6].startswith("negative revenue")
+    assert rej[7].startswith("duplicate order id (identical")
+    assert "implausible" in rej[8]
+    assert set(s.rejected["file"]) == {"orders.csv"}
+
+
+def test_duplicate_order_id_with_different_content(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO1,C1,2025-01-01,99\n")
+    s = load(tmp_path)
+    assert s.orders["revenue"].tolist() == [10.0]
+    assert s.rejected["reason"].tolist() == ["duplicate order id with different content (first kept)"]
+
+
+def test_several_currencies_are_fatal_unless_one_is_chosen(tmp_path: Path) -> None:
+    write_store(
+        tmp_path,
+        orders="order_id,customer_id,ordered_at,revenue,currency\nO1,C1,2025-01-01,10,usd\nO2,C1,2025-01-02,10,EUR\n",
+    )
+    with pytest.raises(InputError) as e:
+        load(tmp_path)
+    assert "EUR" in str(e.value) and "USD" in str(e.value)
+    s = validate(read_generic(tmp_path), config_from_dict({"currency": "USD"}))
+    assert s.orders["order_id"].tolist() == ["O1"]
+    assert s.rejected["reason"].tolist() == ["currency is not USD"]
+
+
+def test_as_of_from_config_rejects_later_orders_and_defaults_to_latest(tmp_path: Path) -> None:
+    write_store(tmp_path, orders=ORDERS)
+    assert load(tmp_path).as_of == pd.Timestamp("2025-02-01 10:00")
+    s = validate(read_generic(tmp_path), config_from_dict({"as_of": "2025-01-15"}))
+    assert s.orders["order_id"].tolist() == ["O1"]
+    assert s.rejected["reason"].tolist() == ["ordered after as_of"]
+
+
+def test_offsets_are_converted_to_utc(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2022-01-11 04:32:30 -0500,1\n")
+    assert load(tmp_path).orders["ordered_at"].iloc[0] == pd.Timestamp("2022-01-11 09:32:30")
+
+
+def test_refunds_and_cancellations_in_net_revenue(tmp_path: Path) -> None:
+    write_store(
+        tmp_path,
+        orders="""
+order_id,customer_id,ordered_at,revenue,refunded,cancelled_at
+O1,C1,2025-01-01,100,20,
+O2,C1,2025-01-02,50,50,
+O3,C1,2025-01-03,70,,2025-01-04
+O4,C1,2025-01-05,0,,
+""",
+    )
+    o = load(tmp_path).orders.set_index("order_id")
+    assert o["net_revenue"].to_dict() == {"O1": 80.0, "O2": 0.0, "O3": 0.0, "O4": 0.0}
+    assert o["counts"].to_dict() == {"O1": True, "O2": False, "O3": False, "O4": True}
+
+
+def test_orders_by_email_map_to_customer_ids(tmp_path: Path) -> None:
+    write_store(
+        tmp_path,
+        orders="order_id,email,ordered_at,revenue\nO1, Ann@Example.com ,2025-01-01,10\nO2,bob@example.com,2025-01-01,5\n",
+        customers="customer_id,email\nC1,ann@example.com\n",
+    )
+    s = load(tmp_path)
+    assert sorted(s.orders["customer_id"]) == ["C1", "bob@example.com"]
+    assert sorted(s.customers["customer_id"]) == ["C1", "bob@example.com"]
+
+
+def test_customers_tickets_subscriptions_rules(tmp_path: Path) -> None:
+    write_store(
+        tmp_path,
+        orders=ORDERS,
+        customers="customer_id,email,email_consent,sms_consent\nC1,a@x.com,SUBSCRIBED,yes\nC1,dup@x.com,no,\nC9,c@x.com,maybe,\n",
+        support_tickets="customer_id,opened_at,status\nC1,2025-01-20,open\nC404,2025-01-20,open\n",
+        subscriptions="customer_id,status\nC1,Active\nC1,weird\n",
+    )
+    s = load(tmp_path)
+    c = s.customers.set_index("customer_id")
+    assert c.loc["C1", "email_consent"] == "subscribed" and c.loc["C1", "sms_consent"] == "subscribed"
+    assert c.loc["C9", "email_consent"] == "unknown"
+    reasons = set(s.rejected["reason"])
+    assert "duplicate customer_id (first row kept)" in reasons
+    assert "ticket of an unknown customer" in reasons
+    assert "status is not active, paused or cancelled" in reasons
+    assert s.tickets is not None and s.tickets["is_open"].tolist() == [True]
+    assert s.subscriptions is not None and s.subscriptions["status"].tolist() == ["active"]
+
+
+def test_every_order_rejected_is_fatal(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,,2025-01-01,10\n")
+    with pytest.raises(InputError) as e:
+        load(tmp_path, Config())
+    assert "no usable orders" in str(e.value)
