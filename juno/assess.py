@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -34,6 +35,9 @@ class Assessment:
     confidence: str
     reasons: list[str]
     stability: float
+
+
+Level = Literal["high", "medium", "low"]
 
 
 def value_at_stake(cid: str, ctx: Context, ready: np.ndarray) -> float:
@@ -104,15 +108,15 @@ def confidence(
     margin_coverage: float,
     stable: float,
     unstable_key: str | None,
-) -> tuple[str, list[str]]:
+) -> tuple[Level, list[str]]:
     """The weakest of: size, completeness, history, reorder pairs, stability; with every reason."""
     th = ctx.th
     rule = RULES[cid]
     size = int(m.mask.sum())
-    levels: list[str] = []
+    levels: list[Level] = []
     reasons: list[str] = []
 
-    def note(level: str, text: str) -> None:
+    def note(level: Level, text: str) -> None:
         levels.append(level)
         reasons.append(text)
 

@@ -36,7 +36,7 @@ def _covered_by_active_subscription(ctx: Context, subs: pd.DataFrame | None, ids
     if subs is None or not len(subs) or not len(due):
         return out
     act = subs[subs["status"] == "active"]
-    code = ids.get_indexer(act["customer_id"])
+    code = ids.get_indexer(pd.Index(act["customer_id"]))
     by_cat = set(zip(code, act["category"].fillna(""), strict=True))
     by_sku = set(zip(code, act["sku"].fillna(""), strict=True))
     d_c = due["c"].to_numpy(int)
@@ -116,7 +116,7 @@ def flag_strings(flags: Flags) -> np.ndarray:
 
 
 def held_back(flags: Flags) -> np.ndarray:
-    return flags.frame[list(HOLD_FLAGS)].to_numpy(bool).any(axis=1)
+    return np.asarray(flags.frame[list(HOLD_FLAGS)].to_numpy(bool).any(axis=1), dtype=bool)
 
 
 def next_actions(

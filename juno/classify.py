@@ -135,7 +135,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 priority="",
                 priority_score=round(priority_score(cid, stake, size, n_held), 2),
                 timing=timing,
-                confidence=conf,  # type: ignore[arg-type]
+                confidence=conf,
                 confidence_reasons=reasons,
                 stability=round(stable, 4),
                 thin=size < config.thresholds.min_cohort_size,

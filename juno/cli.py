@@ -159,6 +159,16 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _usage_error(exc: Exception) -> bool:
+    """Click's usage errors (bad option, missing argument) print themselves and exit 2."""
+    from typer import _click  # typer vendors click under this name
+
+    if isinstance(exc, _click.exceptions.ClickException):
+        exc.show()
+        return True
+    return False
+
+
 def main() -> None:
     """Entry point: user errors exit 2 with a message, bugs exit 1 with a traceback."""
     try:
@@ -171,10 +181,7 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        if _usage_error(exc):
             sys.exit(2)
         traceback.print_exc()
         print("juno: internal error (a bug): please report it with the traceback above", file=sys.stderr)

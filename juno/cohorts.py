@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,9 +88,9 @@ def _num(f: pd.DataFrame, col: str) -> np.ndarray:
 
 def discount_dependent(ctx: Context) -> np.ndarray:
     th = ctx.th
-    return (_num(ctx.f, "discount_share_window") >= th.discount_share_min) | (
-        _num(ctx.f, "discount_rate_window") >= th.discount_rate_min
-    )
+    share = _num(ctx.f, "discount_share_window") >= th.discount_share_min
+    rate = _num(ctx.f, "discount_rate_window") >= th.discount_rate_min
+    return np.asarray(share | rate, dtype=bool)
 
 
 def _vip(ctx: Context) -> Membership:
@@ -114,12 +114,13 @@ def vip_excluded_for_discounts(ctx: Context) -> np.ndarray:
     """Top spenders who would be VIP but for their discount dependence (the brief says so)."""
     f, th = ctx.f, ctx.th
     top = ctx.eligible & (_num(f, "value_window") >= ctx.resolved["vip_cut"])
-    return (
+    mask = (
         top
         & (_num(f, "orders_window") >= th.vip_min_orders)
         & (_num(f, "recency_days") <= th.active_days)
         & discount_dependent(ctx)
     )
+    return np.asarray(mask, dtype=bool)
 
 
 def _near_vip(ctx: Context) -> Membership:
@@ -345,12 +346,12 @@ def make_context(signals: Signals, cycles: Cycles, config: Config, th: Threshold
     return ctx
 
 
-def classify(ctx: Context, cohort_ids: list[str]) -> dict[str, Membership]:
+def classify(ctx: Context, cohort_ids: Sequence[str]) -> dict[str, Membership]:
     """Membership of every requested cohort (before precedence)."""
     return {cid: RULES[cid].members(ctx) for cid in cohort_ids}
 
 
-def primary(memberships: dict[str, Membership], precedence: list[str], n: int) -> np.ndarray:
+def primary(memberships: dict[str, Membership], precedence: Sequence[str], n: int) -> np.ndarray:
     """The primary cohort per customer by precedence; '' when none."""
     out = np.full(n, "", dtype=object)
     for cid in reversed(precedence):

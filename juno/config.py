@@ -28,6 +28,14 @@ CohortId = Literal[
     "discount_risk",
     "first_to_second",
 ]
+_DEFAULT_ORDER: tuple[CohortId, ...] = (
+    "lapsed_high_value",
+    "vip",
+    "replenishment_ready",
+    "near_vip",
+    "discount_risk",
+    "first_to_second",
+)
 Channel = Literal["email", "sms", "paid_audience", "onsite", "none"]
 
 
@@ -151,10 +159,11 @@ class Config(_Strict):
         default="revenue", description="value definition: net revenue or margin"
     )
     cohorts: list[CohortId] = Field(
-        default=list(COHORT_IDS), description="which cohorts to build"
+        default_factory=lambda: list(_DEFAULT_ORDER), description="which cohorts to build"
     )
     precedence: list[CohortId] = Field(
-        default=list(COHORT_IDS), description="primary cohort when a customer meets several"
+        default_factory=lambda: list(_DEFAULT_ORDER),
+        description="primary cohort when a customer meets several",
     )
     currency: str | None = Field(
         default=None, description="expected currency (default: the one in the data)"

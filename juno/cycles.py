@@ -127,8 +127,8 @@ def estimate_cycles(store: Store, code: np.ndarray, as_of: pd.Timestamp, th: Thr
             due["level"] == "category", due["product"], due["product"].map(sku_cat).to_numpy()
         )
         cat_last = p.groupby(["c", "category"])["day"].max()
-        key = pd.MultiIndex.from_arrays([due["c"], due["category"]])
-        later = cat_last.reindex(key).to_numpy() > due["last_at"].to_numpy()
+        pairs = pd.MultiIndex.from_arrays([due["c"], due["category"]])
+        later = cat_last.reindex(pairs).to_numpy() > due["last_at"].to_numpy()
         due = due[~later].sort_values(["c", "level", "product"], kind="stable").reset_index(drop=True)
     reason = None if bool(table["replenishable"].any()) else (
         "no product has enough repeat purchases for a reliable cycle"

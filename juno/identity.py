@@ -19,8 +19,8 @@ def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
         local = local.str.split("+", n=1, regex=False).str[0]
     if cfg.ignore_gmail_dots:
         local = local.where(domain != "gmail.com", local.str.replace(".", "", regex=False))
-    out = local + "@" + domain
-    return out.mask((local == "") | domain.isna())
+    out: pd.Series = (local + "@" + domain).mask((local == "") | domain.isna())
+    return out
 
 
 def normalise_phone(s: pd.Series, cfg: Duplicates) -> pd.Series:
@@ -34,8 +34,9 @@ def normalise_phone(s: pd.Series, cfg: Duplicates) -> pd.Series:
     national = ~intl & (d.str.len() == 10)
     d = d.where(~national, cc + d)
     trunk = ~intl & (d.str.len() == 11) & d.str.startswith(cc, na=False)
-    d = d.where(national | trunk | intl, pd.NA)
-    return ("+" + d).mask(d.str.len() < 8)
+    d = d.mask(~(national | trunk | intl))
+    out: pd.Series = ("+" + d).mask(d.str.len() < 8)
+    return out
 
 
 def duplicate_groups(customers: pd.DataFrame, cfg: Duplicates) -> np.ndarray:
@@ -47,8 +48,8 @@ def duplicate_groups(customers: pd.DataFrame, cfg: Duplicates) -> np.ndarray:
     n = len(customers)
     label = np.arange(n)
     keys = [
-        normalise_email(customers["email"], cfg).to_numpy(dtype=object, na_value=None),
-        normalise_phone(customers["phone"], cfg).to_numpy(dtype=object, na_value=None),
+        normalise_email(customers["email"], cfg).astype(object).to_numpy(),
+        normalise_phone(customers["phone"], cfg).astype(object).to_numpy(),
     ]
     for _ in range(20):
         before = label.copy()

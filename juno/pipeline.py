@@ -77,8 +77,8 @@ def build_facts(result: RunResult) -> Facts:
         CycleFact(
             level=str(r.level),
             product=str(r.product)[:60],
-            median_days=round(float(r.median_days), 1),
-            pairs=int(r.pairs),
+            median_days=round(float(r.median_days), 1),  # type: ignore[arg-type]
+            pairs=int(r.pairs),  # type: ignore[arg-type]
             replenishable=bool(r.replenishable),
             reason=str(r.reason),
         )

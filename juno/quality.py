@@ -40,7 +40,8 @@ def quality_report(store_path: Path, config: Config, config_dir: Path | None) ->
         lines.append(f"  {t:<16} read {n:>9,}  used {used.get(t, 0):>9,}  rejected {r:>7,}")
     if len(rej):
         lines.append("  rejected by reason:")
-        for (t, reason), n in rej.groupby(["table", "reason"]).size().sort_values(ascending=False).items():
+        counts = rej.groupby(["table", "reason"]).size().sort_values(ascending=False)
+        for (t, reason), n in zip(counts.index.tolist(), counts.tolist(), strict=True):
             lines.append(f"    {n:>7,}  {t}: {reason}")
     lines.append("")
     orders = store.orders

@@ -28,8 +28,8 @@ class Signals:
     customers_with_second_order: int
 
 
-def _days(delta: pd.Series) -> pd.Series:
-    return delta / np.timedelta64(1, "D")
+def _days(delta: pd.Series) -> np.ndarray:
+    return np.asarray(delta.to_numpy() / np.timedelta64(1, "D"), dtype=float)
 
 
 def _tags_match(tags: pd.Series, wanted: list[str]) -> pd.Series:
@@ -54,8 +54,8 @@ def compute_signals(store: Store, config: Config) -> Signals:
     dup_root = duplicate_groups(cust, config.duplicates)
     group_size = np.bincount(dup_root, minlength=n)[dup_root]
     f = pd.DataFrame({"customer_id": cust["customer_id"].to_numpy()})
-    f["duplicate_group"] = np.where(group_size > 1, cust["customer_id"].to_numpy()[dup_root], None)
-    f["duplicate_group"] = f["duplicate_group"].astype("string")
+    roots = np.where(group_size > 1, cust["customer_id"].to_numpy()[dup_root], None)
+    f["duplicate_group"] = pd.Series(roots, dtype="string")
     f["merged_into"] = pd.Series(pd.NA, index=f.index, dtype="string")
     if config.duplicates.merge:
         merged = dup_root != np.arange(n)

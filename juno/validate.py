@@ -195,7 +195,9 @@ def validate(source: SourceResult, config: Config) -> Store:
 
     # ---- as_of ----
     if config.as_of is not None:
-        as_of = pd.Timestamp(config.as_of_datetime())
+        resolved = config.as_of_datetime()
+        assert resolved is not None
+        as_of = pd.Timestamp(resolved)
         as_of_source = "config"
         late = orders["ordered_at"] > as_of
         if late.any():

@@ -162,7 +162,7 @@ def to_raw_frame(table: pa.Table, path: Path, table_name: str) -> pd.DataFrame:
             )
         seen[norm] = orig
     table = table.rename_columns(names)
-    frame = table.to_pandas(types_mapper=_types_mapper, self_destruct=True)
+    frame: pd.DataFrame = table.to_pandas(types_mapper=_types_mapper, self_destruct=True)
     frame[FILE_COL] = path.name
     # Header is line 1, so the first data row is line 2 (record numbers when cells hold newlines).
     frame[LINE_COL] = pd.RangeIndex(2, len(frame) + 2)

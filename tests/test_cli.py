@@ -1,0 +1,67 @@
+"""The console script as a user meets it: exit codes and messages, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from helpers import write_store
+
+JUNO = [sys.executable, "-m", "juno"]
+
+
+def juno(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*JUNO, *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_init_writes_a_commented_config(tmp_path: Path) -> None:
+    r = juno("init", str(tmp_path))
+    assert r.returncode == 0
+    text = (tmp_path / "juno.toml").read_text()
+    assert "vip_share = 0.1" in text and "# " in text
+    assert juno("init", str(tmp_path)).returncode == 2  # no silent overwrite
+
+
+def test_check_on_a_folder_without_orders_exits_2(tmp_path: Path) -> None:
+    write_store(tmp_path, customers="customer_id\nC1\n")
+    r = juno("check", str(tmp_path))
+    assert r.returncode == 2
+    assert "no orders table" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_on_orders_without_ordered_at_exits_2(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,revenue\nO1,C1,10\n")
+    r = juno("check", str(tmp_path))
+    assert r.returncode == 2
+    assert "ordered_at" in r.stderr and "orders.csv" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_on_a_file_that_is_not_a_table_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv").write_bytes(b"\x00\x01\x02PK\x03\x04 zip bytes")
+    r = juno("check", str(tmp_path))
+    assert r.returncode == 2
+    assert "not a text table" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_check_reports_a_usable_store(tmp_path: Path) -> None:
+    write_store(
+        tmp_path,
+        orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO2,,2025-01-02,5\n",
+    )
+    r = juno("check", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "Usable: yes" in r.stdout and "rejected" in r.stdout and "History" in r.stdout
+
+
+def test_unknown_config_key_exits_2(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\n")
+    (tmp_path / "juno.toml").write_text("[thresholds]\nvip_shar = 0.2\n")
+    r = juno("run", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 2 and "vip_share" in r.stderr
+
+
+def test_bad_cohort_option_exits_2(tmp_path: Path) -> None:
+    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\n")
+    r = juno("run", str(tmp_path), "--out", str(tmp_path / "o"), "--cohorts", "vip,whales")
+    assert r.returncode == 2 and "whales" in r.stderr
