@@ -1,13 +1,556 @@
-"""Placeholder: filled by its issue. Called by the pipeline's write step."""
+"""Segment logic to paste: each cohort's rule as a Shopify segment query and as SQL (PRODUCT.md 9).
+
+The SQL runs as is in DuckDB over the input tables in the generic contract (orders, order_lines,
+customers) and returns exactly the cohort's members (before precedence): every share-based cut is
+resolved to the number this run computed, and replenishment embeds the run's cycle lengths.
+Shopify's segment language cannot say "top 10% in the last 365 days", "discount share" or "due by
+the store's own reorder cycle": those queries are the closest approximation, and a customer
+tag-import CSV loads the exact members instead.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from juno.cohorts import RULES, Context
+from juno.config import Config
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult
 
+DAY_S = 86400
+# Columns the SQL reads; optional ones absent from an extract must exist as NULL columns.
+SQL_COLUMNS = {
+    "orders": (
+        "order_id",
+        "customer_id",
+        "ordered_at",
+        "revenue",
+        "discount",
+        "refunded",
+        "cancelled",
+        "cancelled_at",
+        "discount_code",
+    ),
+    "order_lines": ("order_id", "sku", "category"),
+    "customers": ("customer_id", "tags", "country"),
+}
+TAG_IMPORT_COLUMNS = ["First Name", "Last Name", "Email", "Phone", "Tags"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One cohort's paste-able logic."""
+
+    cohort: str
+    shopify_query: str
+    shopify_exact: bool
+    shopify_note: str
+    shopify_tag: str | None  # the tag the import CSV adds, when the query is not exact
+    shopify_tag_query: str | None
+    sql: str
+    sql_exact: bool
+    sql_note: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Literals
+# ---------------------------------------------------------------------------------------------
+
+
+def _num(v: float) -> str:
+    """A numeric SQL / ShopifyQL literal that round-trips (no exponent for ordinary values)."""
+    if float(v).is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
+def _cut(v: float) -> str:
+    # Value sums are compared rounded to 4 decimals on both sides, so that summation order
+    # (numpy vs the database) cannot move a customer sitting exactly at the cut.
+    return _num(round(v, 4))
+
+
+def _str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _days(v: float) -> str:
+    return f"{max(math.floor(v), 0)}d"
+
+
+# ---------------------------------------------------------------------------------------------
+# SQL
+# ---------------------------------------------------------------------------------------------
+
+
+def _base_ctes(as_of_s: float, window_s: float) -> str:
+    """Orders typed as Juno's validation types them, and the per-customer signals the rules use."""
+    return f"""ord AS (
+  SELECT
+    TRIM(CAST(order_id AS VARCHAR)) AS order_id,
+    TRIM(CAST(customer_id AS VARCHAR)) AS customer_id,
+    epoch(CAST(ordered_at AS TIMESTAMPTZ)) AS t,
+    COALESCE(TRY_CAST(revenue AS DOUBLE), 0) AS revenue,
+    GREATEST(COALESCE(TRY_CAST(discount AS DOUBLE), 0), 0) AS discount,
+    GREATEST(COALESCE(TRY_CAST(refunded AS DOUBLE), 0), 0) AS refunded,
+    COALESCE(LOWER(TRIM(CAST(cancelled AS VARCHAR))) IN ('true', 't', 'yes', 'y', '1', '1.0'), FALSE)
+      OR NULLIF(TRIM(CAST(cancelled_at AS VARCHAR)), '') IS NOT NULL AS cancelled,
+    NULLIF(TRIM(CAST(discount_code AS VARCHAR)), '') IS NOT NULL AS has_code
+  FROM orders
+),
+o AS (
+  -- Cancelled and fully refunded orders count zero; partial refunds come off.
+  SELECT
+    order_id,
+    customer_id,
+    t,
+    t > {_num(window_s)} AS in_window,
+    discount,
+    discount > 0 OR has_code AS has_discount,
+    NOT (cancelled OR (refunded > 0 AND refunded >= revenue - 0.005)) AS counts,
+    CASE
+      WHEN cancelled OR (refunded > 0 AND refunded >= revenue - 0.005) THEN 0
+      ELSE GREATEST(revenue - refunded, 0)
+    END AS net
+  FROM ord
+  WHERE customer_id IS NOT NULL AND t <= {_num(as_of_s)}
+),
+sig AS (
+  SELECT
+    customer_id,
+    SUM(CASE WHEN counts THEN 1 ELSE 0 END) AS orders_lifetime,
+    SUM(CASE WHEN counts AND in_window THEN 1 ELSE 0 END) AS orders_window,
+    ROUND(SUM(net), 4) AS value_lifetime,
+    ROUND(SUM(CASE WHEN in_window THEN net ELSE 0 END), 4) AS value_window,
+    SUM(CASE WHEN counts AND in_window AND has_discount THEN 1 ELSE 0 END) AS discounted_window,
+    SUM(CASE WHEN counts AND in_window THEN discount ELSE 0 END) AS discount_window,
+    SUM(CASE WHEN counts AND in_window THEN net + discount ELSE 0 END) AS gross_window,
+    FLOOR(({_num(as_of_s)} - MAX(CASE WHEN counts THEN t END)) / {DAY_S}) AS recency_days
+  FROM o
+  GROUP BY customer_id
+),
+s AS (
+  SELECT
+    *,
+    CASE WHEN orders_window > 0 THEN discounted_window * 1.0 / orders_window ELSE 0 END
+      AS discount_share_window,
+    CASE WHEN gross_window > 0 THEN discount_window / gross_window ELSE 0 END AS discount_rate_window
+  FROM sig
+)"""
+
+
+def _population_cte(config: Config) -> str:
+    """Customers out of scope: excluded tags, or outside the country list when one is given."""
+    tags = [t.lower() for t in config.population.exclude_tags]
+    norm = r"',' || REGEXP_REPLACE(LOWER(TRIM(CAST(tags AS VARCHAR))), '\s*,\s*', ',', 'g') || ','"
+    tag_hit = " OR ".join(f"POSITION({_str(',' + t + ',')} IN {norm}) > 0" for t in tags) or "FALSE"
+    if config.population.countries:
+        wanted = ", ".join(_str(c.upper()) for c in config.population.countries)
+        return f"""eligible AS (
+  SELECT TRIM(CAST(customer_id AS VARCHAR)) AS customer_id
+  FROM customers
+  WHERE UPPER(TRIM(CAST(country AS VARCHAR))) IN ({wanted})
+    AND NOT COALESCE({tag_hit}, FALSE)
+)"""
+    return f"""excluded AS (
+  SELECT TRIM(CAST(customer_id AS VARCHAR)) AS customer_id
+  FROM customers
+  WHERE customer_id IS NOT NULL AND COALESCE({tag_hit}, FALSE)
+)"""
+
+
+def _in_population(config: Config, alias: str) -> str:
+    if config.population.countries:
+        return f"{alias}.customer_id IN (SELECT customer_id FROM eligible)"
+    return f"{alias}.customer_id NOT IN (SELECT customer_id FROM excluded)"
+
+
+def _not_discount_dependent(ctx: Context) -> str:
+    th = ctx.th
+    return (
+        f"NOT (s.discount_share_window >= {_num(th.discount_share_min)}"
+        f" OR s.discount_rate_window >= {_num(th.discount_rate_min)})"
+    )
+
+
+def _where(cid: str, ctx: Context) -> str:
+    th, r = ctx.th, ctx.resolved
+    if cid == "vip":
+        if not math.isfinite(r["vip_cut"]):
+            return "FALSE"
+        return (
+            f"s.value_window >= {_cut(r['vip_cut'])}\n  AND s.orders_window >= {th.vip_min_orders}"
+            f"\n  AND s.recency_days <= {th.active_days}\n  AND {_not_discount_dependent(ctx)}"
+        )
+    if cid == "near_vip":
+        if not math.isfinite(r["near_vip_cut"]):
+            return "FALSE"
+        upper = f"\n  AND s.value_window < {_cut(r['vip_cut'])}" if math.isfinite(r["vip_cut"]) else ""
+        return (
+            f"s.value_window >= {_cut(r['near_vip_cut'])}{upper}\n  AND s.recency_days <= {th.active_days}"
+        )
+    if cid == "lapsed_high_value":
+        if not math.isfinite(r["high_value_cut"]):
+            return "FALSE"
+        return (
+            f"s.value_lifetime >= {_cut(r['high_value_cut'])}"
+            f"\n  AND s.recency_days > GREATEST({_num(th.lapse_multiple)} * COALESCE(g.median_gap_days, 0),"
+            f" {th.lapse_min_days})\n  AND s.recency_days < {th.lost_days}"
+        )
+    if cid == "discount_risk":
+        return (
+            f"s.orders_window >= {th.discount_min_orders}"
+            f"\n  AND (s.discount_share_window >= {_num(th.discount_share_min)}"
+            f" OR s.discount_rate_window >= {_num(th.discount_rate_min)})"
+        )
+    if cid == "first_to_second":
+        return (
+            f"s.orders_lifetime = 1\n  AND s.recency_days >= {th.first_order_min_days}"
+            f"\n  AND s.recency_days <= {_num(r['second_order_window'])}"
+        )
+    raise KeyError(cid)
+
+
+_GAPS_CTE = """gaps AS (
+  SELECT customer_id, (t - LAG(t) OVER (PARTITION BY customer_id ORDER BY t)) / 86400.0 AS gap
+  FROM o
+  WHERE counts
+),
+g AS (
+  SELECT customer_id, PERCENTILE_CONT(0.5) WITHIN GROUP (ORDER BY gap) AS median_gap_days
+  FROM gaps
+  WHERE gap IS NOT NULL
+  GROUP BY customer_id
+)"""
+
+
+def _signal_sql(cid: str, ctx: Context, config: Config, as_of_s: float, window_s: float) -> str:
+    ctes = [_base_ctes(as_of_s, window_s), _population_cte(config)]
+    join = ""
+    if cid == "lapsed_high_value":
+        ctes.append(_GAPS_CTE)
+        join = "\nLEFT JOIN g ON g.customer_id = s.customer_id"
+    return (
+        "WITH " + ",\n".join(ctes) + "\n"
+        "SELECT s.customer_id, s.orders_window, s.value_window, s.value_lifetime, s.recency_days\n"
+        f"FROM s{join}\nWHERE {_where(cid, ctx)}\n  AND {_in_population(config, 's')}\n"
+        "ORDER BY s.customer_id"
+    )
+
+
+def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
+    """(level, product, category, cycle days) of every replenishable product in this run."""
+    cl = result.classification
+    assert cl is not None
+    table = cl.cycles.table
+    if table.empty:
+        return []
+    rep = table[table["replenishable"].astype(bool)]
+    p = cl.cycles.purchases
+    sku_cat: dict[str, str | None] = {}
+    if len(p) and "sku" in p:
+        first = p.dropna(subset=["sku"]).drop_duplicates("sku")
+        for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True):
+            sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)
+    rows: list[tuple[str, str, str | None, float]] = []
+    for r in rep.sort_values(["level", "product"]).itertuples():
+        product = str(r.product)
+        category = product if r.level == "category" else sku_cat.get(product)
+        rows.append((str(r.level), product, category, float(str(r.median_days))))
+    return rows
+
+
+def _replenishment_sql(
+    result: RunResult, ctx: Context, config: Config, as_of_s: float, window_s: float
+) -> str:
+    rows = _cycle_rows(result)
+    if not rows:
+        return (
+            "-- No product has a reliable reorder cycle in this run, so nobody is due.\n"
+            "SELECT CAST(NULL AS VARCHAR) AS customer_id WHERE 1 = 0"
+        )
+    th = ctx.th
+    values = ",\n    ".join(
+        f"({_str(lv)}, {_str(pr)}, {('CAST(NULL AS VARCHAR)' if cat is None else _str(cat))}, {_num(days)})"
+        for lv, pr, cat, days in rows
+    )
+    return f"""WITH {_base_ctes(as_of_s, window_s)},
+{_population_cte(config)},
+cycle (level, product, category, cycle_days) AS (
+  -- The store's median reorder interval per replenishable product, as estimated by this run.
+  VALUES
+    {values}
+),
+p AS (
+  -- Distinct purchase days (UTC) of counted orders, per product.
+  SELECT
+    o.customer_id,
+    NULLIF(LOWER(TRIM(CAST(l.category AS VARCHAR))), '') AS category,
+    NULLIF(TRIM(CAST(l.sku AS VARCHAR)), '') AS sku,
+    FLOOR(o.t / {DAY_S}) * {DAY_S} AS day_s
+  FROM o
+  JOIN order_lines l ON TRIM(CAST(l.order_id AS VARCHAR)) = o.order_id
+  WHERE o.counts
+),
+last_purchase AS (
+  SELECT 'category' AS level, customer_id, category AS product, MAX(day_s) AS last_s
+  FROM p WHERE category IS NOT NULL GROUP BY customer_id, category
+  UNION ALL
+  SELECT 'sku' AS level, customer_id, sku AS product, MAX(day_s) AS last_s
+  FROM p WHERE sku IS NOT NULL GROUP BY customer_id, sku
+),
+due AS (
+  -- Expected reorder date between as_of - {_num(th.overdue_fraction)} x cycle
+  -- and as_of + {th.lead_days} days.
+  SELECT lp.customer_id, c.category, lp.last_s
+  FROM last_purchase lp
+  JOIN cycle c ON c.level = lp.level AND c.product = lp.product
+  WHERE lp.last_s + TRUNC(c.cycle_days * {DAY_S})
+      >= {_num(as_of_s)} - c.cycle_days * {_num(th.overdue_fraction)} * {DAY_S}
+    AND lp.last_s + TRUNC(c.cycle_days * {DAY_S}) <= {_num(as_of_s + th.lead_days * DAY_S)}
+),
+category_last AS (
+  SELECT customer_id, category, MAX(day_s) AS last_s
+  FROM p WHERE category IS NOT NULL GROUP BY customer_id, category
+)
+SELECT DISTINCT d.customer_id
+FROM due d
+LEFT JOIN category_last cl ON cl.customer_id = d.customer_id AND cl.category = d.category
+WHERE (cl.last_s IS NULL OR cl.last_s <= d.last_s)  -- no later purchase in its category
+  AND {_in_population(config, 'd')}
+ORDER BY d.customer_id"""
+
+
+def sql_for(cid: str, result: RunResult) -> str:
+    """One DuckDB-ready query returning the cohort's members (customer_id first)."""
+    cl = result.classification
+    assert cl is not None and result.store is not None
+    ctx = cl.ctx
+    config = result.config
+    as_of = result.store.as_of
+    as_of_s = (as_of - pd.Timestamp("1970-01-01")) / pd.Timedelta(seconds=1)
+    window_s = as_of_s - config.window_days * DAY_S
+    header = (
+        f"-- Juno segment: {cid}, run as of {as_of:%Y-%m-%d %H:%M:%S} UTC\n"
+        f"-- Rule: {RULES[cid].rule_text(ctx)}\n"
+        "-- Tables (generic contract): "
+        + "; ".join(f"{t}({', '.join(c)})" for t, c in SQL_COLUMNS.items())
+        + ".\n-- Optional columns your extract lacks must exist as NULL. Naive timestamps are read in the"
+        " session time zone; Juno reads them as UTC.\n"
+    )
+    if cid == "replenishment_ready":
+        body = _replenishment_sql(result, ctx, config, as_of_s, window_s)
+    else:
+        body = _signal_sql(cid, ctx, config, as_of_s, window_s)
+    return header + body + "\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shopify
+# ---------------------------------------------------------------------------------------------
+
+
+def _population_shopify(config: Config) -> list[str]:
+    out = [f"customer_tags NOT CONTAINS {_str(t)}" for t in config.population.exclude_tags]
+    if config.population.countries:
+        # Shopify has no country filter in every plan; a customer_countries filter is the nearest.
+        out.append("customer_countries CONTAINS " + " OR customer_countries CONTAINS ".join(
+            _str(c.upper()) for c in config.population.countries
+        ))
+    return out
+
+
+def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
+    """(query, exact, note): Shopify segment query language, thresholds resolved to numbers."""
+    cl = result.classification
+    assert cl is not None
+    ctx = cl.ctx
+    th, r = ctx.th, ctx.resolved
+    config = result.config
+    money = "amount_spent is lifetime gross spend, not net revenue in the window"
+    parts: list[str]
+    exact = False
+    if cid == "vip":
+        parts = [
+            f"amount_spent >= {_num(round(r['vip_cut'], 2))}",
+            f"number_of_orders >= {th.vip_min_orders}",
+            f"last_order_date >= -{th.active_days}d",
+        ]
+        note = f"Approximation: {money}; discount dependence cannot be expressed."
+    elif cid == "near_vip":
+        parts = [
+            f"amount_spent >= {_num(round(r['near_vip_cut'], 2))}",
+            f"amount_spent < {_num(round(r['vip_cut'], 2))}",
+            f"last_order_date >= -{th.active_days}d",
+        ]
+        note = f"Approximation: {money}."
+    elif cid == "lapsed_high_value":
+        parts = [
+            f"amount_spent >= {_num(round(r['high_value_cut'], 2))}",
+            f"last_order_date < -{th.lapse_min_days}d",
+            f"last_order_date > -{th.lost_days}d",
+        ]
+        note = (
+            "Approximation: silence is measured against a fixed "
+            f"{th.lapse_min_days} days, not {th.lapse_multiple:g} x each customer's own median gap."
+        )
+    elif cid == "discount_risk":
+        parts = [
+            f"number_of_orders >= {th.discount_min_orders}",
+            f"last_order_date >= -{config.window_days}d",
+        ]
+        note = (
+            "Approximation: Shopify cannot filter on discount share or discount rate; this query only "
+            "finds repeat buyers active in the window."
+        )
+    elif cid == "first_to_second":
+        parts = [
+            "number_of_orders = 1",
+            f"last_order_date <= -{th.first_order_min_days}d",
+            f"last_order_date >= -{_days(r['second_order_window'])}",
+        ]
+        exact = True
+        note = (
+            "Exact rule; Shopify counts days from today (Juno from as_of) and its order count may "
+            "include cancelled or fully refunded orders."
+        )
+    elif cid == "replenishment_ready":
+        rows = [row for row in _cycle_rows(result) if row[0] == "category"]
+        clauses = []
+        for _, product, _, days in rows:
+            newest = days - th.lead_days
+            oldest = days * (1 + th.overdue_fraction)
+            clauses.append(
+                f"products_purchased MATCHES (tag = {_str(product)}, date >= -{_days(math.ceil(oldest))},"
+                f" date <= -{_days(newest)})"
+            )
+        parts = ["(" + " OR ".join(clauses) + ")"] if clauses else ["number_of_orders < 0"]
+        note = (
+            "Approximation: assumes products carry their category as a product tag; SKU-level cycles "
+            "and 'no later purchase of it' cannot be expressed."
+        )
+    else:
+        raise KeyError(cid)
+    query = " AND ".join(parts + _population_shopify(config))
+    return query, exact, note
+
+
+def _tag_name(cid: str, result: RunResult) -> str:
+    assert result.store is not None
+    return f"juno-{cid.replace('_', '-')}-{result.store.as_of:%Y%m%d}"
+
+
+def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
+    """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
+    from juno.render import csv_frame
+
+    cl, store = result.classification, result.store
+    assert cl is not None and store is not None and result.signals is not None
+    mask = cl.memberships[cid].mask
+    ids = result.signals.frame["customer_id"].to_numpy()[mask]
+    cust = store.customers.set_index("customer_id")
+    members = cust.reindex(pd.Index(ids, dtype="string"))
+
+    def col(name: str) -> pd.Series:
+        if name in members:
+            return members[name].astype("string").fillna("").reset_index(drop=True)
+        return pd.Series("", index=range(len(members)), dtype="string")
+
+    existing = col("tags")
+    tags = existing.where(existing == "", existing + ", ") + tag
+    frame = pd.DataFrame(
+        {
+            "First Name": col("first_name"),
+            "Last Name": col("last_name"),
+            "Email": col("email"),
+            "Phone": col("phone"),
+            "Tags": tags,
+        }
+    )
+    contactable = (frame["Email"] != "") | (frame["Phone"] != "")
+    frame = frame[contactable.to_numpy(bool)].reset_index(drop=True)
+    out = csv_frame(frame)
+    # A bare phone number ('+1 619 555 0132') is harmless to a spreadsheet and Shopify's importer
+    # needs it unprefixed; anything else in the column is escaped like every other cell.
+    plain_phone = frame["Phone"].str.fullmatch(r"\+?[0-9 ()./-]+", na=False).to_numpy(bool)
+    out["Phone"] = out["Phone"].where(~plain_phone, frame["Phone"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+
+
+def build(result: RunResult) -> list[Segment]:
+    """Every built cohort's Shopify query and SQL."""
+    cl = result.classification
+    assert cl is not None
+    merged = result.config.duplicates.merge
+    out = []
+    for cid in cl.memberships:
+        query, exact, note = shopify_for(cid, result)
+        tag = None if exact else _tag_name(cid, result)
+        out.append(
+            Segment(
+                cohort=cid,
+                shopify_query=query,
+                shopify_exact=exact,
+                shopify_note=note,
+                shopify_tag=tag,
+                shopify_tag_query=None if tag is None else f"customer_tags CONTAINS {_str(tag)}",
+                sql=sql_for(cid, result),
+                sql_exact=not merged,
+                sql_note=(
+                    "duplicates.merge is on: Juno computes signals on merged identities, which this SQL "
+                    "does not replicate"
+                    if merged
+                    else "same membership as this run (thresholds resolved to this run's numbers)"
+                ),
+            )
+        )
+    return out
+
 
 def write(result: RunResult, folder: Path) -> None:
-    """Write this module's files into the run folder being built."""
+    """Write segments.json and segments/<cohort>.sql, .shopify.txt (and tag imports) into the run."""
+    if result.classification is None:
+        return
+    segments = build(result)
+    sub = folder / "segments"
+    sub.mkdir(exist_ok=True)
+    doc = []
+    for seg in segments:
+        entry = asdict(seg)
+        (sub / f"{seg.cohort}.sql").write_text(seg.sql, encoding="utf-8")
+        lines = [
+            f"# Juno segment {seg.cohort}: paste into Shopify admin > Customers > Segments",
+            f"# {'exact' if seg.shopify_exact else 'approximation'}: {seg.shopify_note}",
+        ]
+        if seg.shopify_tag:
+            lines.append(
+                f"# exact members: import {seg.cohort}_shopify_tags.csv (Customers > Import, overwrite"
+                f" matching customers), then use: {seg.shopify_tag_query}"
+            )
+        text = "\n".join([*lines, seg.shopify_query, ""])
+        (sub / f"{seg.cohort}.shopify.txt").write_text(text, encoding="utf-8")
+        if seg.shopify_tag:
+            rows = tag_import(seg.cohort, result, seg.shopify_tag)
+            name = f"{seg.cohort}_shopify_tags.csv"
+            rows.to_csv(sub / name, index=False, lineterminator="\n", columns=TAG_IMPORT_COLUMNS)
+            members = int(np.asarray(result.classification.memberships[seg.cohort].mask).sum())
+            entry["shopify_tag_import"] = f"segments/{name}"
+            entry["shopify_tag_import_rows"] = len(rows)
+            entry["members_without_email_or_phone"] = members - len(rows)
+        entry["sql_file"] = f"segments/{seg.cohort}.sql"
+        doc.append(entry)
+    text = json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+    (folder / "segments.json").write_text(text, encoding="utf-8")
