@@ -20,7 +20,7 @@ from juno.cohorts import (
     vip_excluded_for_discounts,
 )
 from juno.config import Config, Thresholds
-from juno.cycles import Cycles, estimate_cycles
+from juno.cycles import Cycles, estimate_cycles, purchase_history
 from juno.signals import Signals
 from juno.validate import Store
 
@@ -56,7 +56,8 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         from juno.identity import duplicate_groups
 
         code = duplicate_groups(store.customers, config.duplicates)[code]
-    cycles = estimate_cycles(store, code, signals.as_of, config.thresholds)
+    history = purchase_history(store, code)
+    cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
     ctx = make_context(signals, cycles, config)
     cohort_ids = [c for c in config.precedence if c in config.cohorts]
     memberships = classify(ctx, cohort_ids)
@@ -79,7 +80,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 config.thresholds.lead_days,
                 config.thresholds.overdue_fraction,
             )
-            cycle_cache[key] = cycles if same else estimate_cycles(store, code, signals.as_of, th)
+            cycle_cache[key] = cycles if same else estimate_cycles(store, code, signals.as_of, th, history)
         return make_context(signals, cycle_cache[key], config, th)
 
     eligible = ctx.eligible
@@ -159,8 +160,14 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     )
 
 
-def customer_table(signals: Signals, cl: Classification) -> pd.DataFrame:
-    """Every input customer: classified, or with the reason it is not."""
+def customer_table(
+    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every input customer: classified, or with the reason it is not.
+
+    `contacts` (the store's customers, row-aligned with the signals) adds email and phone, which
+    the reviewed member files need.
+    """
     f = signals.frame
     n = len(f)
     prio = {c.cohort: c.priority for c in cl.cohort_facts}
@@ -237,4 +244,7 @@ def customer_table(signals: Signals, cl: Classification) -> pd.DataFrame:
     ]
     for col in keep:
         out[col] = f[col].to_numpy()
+    if contacts is not None:
+        for col in ("email", "phone"):
+            out[col] = contacts[col].to_numpy() if col in contacts else None
     return out

@@ -57,24 +57,43 @@ def _gaps(p: pd.DataFrame, key: str) -> pd.DataFrame:
     return d
 
 
-def estimate_cycles(store: Store, code: np.ndarray, as_of: pd.Timestamp, th: Thresholds) -> Cycles:
+@dataclass
+class PurchaseHistory:
+    """Distinct purchase days per customer and product, and reorder gaps: built once per run."""
+
+    purchases: pd.DataFrame
+    gaps: dict[str, pd.DataFrame]  # "category" / "sku" -> c, product key, day, gap
+    reason_none: str | None
+
+
+def purchase_history(store: Store, code: np.ndarray) -> PurchaseHistory:
+    if store.lines is None:
+        return PurchaseHistory(pd.DataFrame(), {}, "no order lines were provided, so products are unknown")
+    p = _purchases(store, code)
+    if p["category"].isna().all() and p["sku"].isna().all():
+        return PurchaseHistory(p, {}, "order lines carry no category or SKU")
+    return PurchaseHistory(p, {"category": _gaps(p, "category"), "sku": _gaps(p, "sku")}, None)
+
+
+def estimate_cycles(
+    store: Store, code: np.ndarray, as_of: pd.Timestamp, th: Thresholds, history: PurchaseHistory | None = None
+) -> Cycles:
     """Median reorder interval per category (and SKU with enough pairs); who is due within the window."""
     empty_due = pd.DataFrame(columns=["c", "level", "product", "category", "last_at", "due_at", "purchases"])
     empty_tab = pd.DataFrame(
         columns=["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]
     )
-    if store.lines is None:
-        return Cycles(empty_tab, empty_due, pd.DataFrame(), "no order lines were provided, so products are unknown")
-    p = _purchases(store, code)
-    if p["category"].isna().all() and p["sku"].isna().all():
-        return Cycles(empty_tab, empty_due, p, "order lines carry no category or SKU")
+    h = history or purchase_history(store, code)
+    if h.reason_none is not None:
+        return Cycles(empty_tab, empty_due, h.purchases, h.reason_none)
+    p = h.purchases
     tables = []
     dues = []
     for level, key, min_pairs in (
         ("category", "category", th.min_reorder_pairs),
         ("sku", "sku", th.min_sku_reorder_pairs),
     ):
-        d = _gaps(p, key)
+        d = h.gaps[level]
         if d.empty:
             continue
         stats = d.groupby(key, sort=True).agg(
