@@ -42,6 +42,8 @@ def write_atomically(out: Path, write: Callable[[Path], None], force: bool = Fal
             tmp.rename(out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, LookupError):  # jinja2.TemplateNotFound is an OSError too: a bug, not a disk
+            raise
         raise OutputError(
             f"cannot write the output folder: {exc.strerror or exc}", file=str(out)
         ) from None
