@@ -230,7 +230,9 @@ def run(
     def classify_step() -> None:
         assert result.store is not None and result.signals is not None
         result.classification = run_classification(result.store, result.signals, config)
-        result.customers = customer_table(result.signals, result.classification)
+        result.customers = customer_table(
+            result.signals, result.classification, contacts=result.store.customers
+        )
 
     def narrative_step() -> None:
         facts = build_facts(result)
