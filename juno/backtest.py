@@ -21,7 +21,7 @@ from juno.classify import Classification, customer_table, run_classification
 from juno.config import Config
 from juno.errors import ConfigError
 from juno.parse import clean_text, parse_datetime
-from juno.score import CANDIDATES, DEFAULT, window_value
+from juno.score import CANDIDATES, DEFAULT
 from juno.signals import Signals, compute_signals
 from juno.sources import read_store
 from juno.sources.base import RawTable, SourceResult
@@ -371,10 +371,10 @@ def backtest(
         "future_revenue": round(total_rev, 2),
         "future_orders": int(future.orders[base].sum()),
     }
-    cohort_col = past.customers["cohorts"].to_numpy(object)
     cohorts: list[dict[str, Any]] = []
     for cid in [c for c in config.precedence if c in past.classification.memberships]:
-        members = base & np.array([cid in str(s).split(";") for s in cohort_col], dtype=bool)
+        # Membership before precedence: the `cohorts` column of customers.csv.
+        members = base & past.classification.memberships[cid].mask
         rpc = _per_customer(members, future)
         row: dict[str, Any] = {
             "cohort": cid,
@@ -386,14 +386,15 @@ def backtest(
             else 0.0,
             "revenue_lift": round(rpc / base_rpc, 2) if base_rpc else None,
         }
-        check = _cohort_check(cid, past, future, members, base, cut)
+        check = _cohort_check(cid, past, future, members, base, cut) if members.any() else None
         if check is not None:
             row["check"] = check
         cohorts.append(row)
 
     fb = f[base]
     rev_b = future.revenue[base]
-    baseline = window_value(fb, config.window_days, past.signals.as_of)
+    # The naive baseline ranks by past revenue in the review window, whatever `value` is set to.
+    baseline = np.nan_to_num(fb["net_revenue_window"].to_numpy(float), nan=0.0)
     scores = {name: fn(fb, config.window_days, past.signals.as_of) for name, fn in CANDIDATES.items()}
     ranking = [
         {
@@ -419,9 +420,12 @@ def backtest(
         )
     if total_rev <= 0:
         notes.append("the base bought nothing in the horizon: shares and lifts are not meaningful")
+    empty = [c["cohort"] for c in cohorts if c["size"] == 0]
+    if empty:
+        notes.append("no members at the cutoff: " + ", ".join(empty))
     for c in cohorts:
-        if c["size"] < config.thresholds.min_cohort_size:
-            notes.append(f"{c['cohort']}: only {c['size']} members, too few for firm conclusions")
+        if 0 < c["size"] < config.thresholds.min_cohort_size:
+            notes.append(f"{c['cohort']}: {c['size']} members, too few for firm conclusions")
     return BacktestResult(
         cutoff=cut,
         horizon_days=horizon_days,
