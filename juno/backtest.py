@@ -134,6 +134,7 @@ def classify_past(source: SourceResult, config: Config, cutoff: pd.Timestamp) ->
 class Future:
     """Per past customer (signals order): what they did after the cutoff, within the horizon."""
 
+    all_revenue: float  # every counted order in the horizon, new customers' included
     revenue: np.ndarray
     orders: np.ndarray
     discounted_orders: np.ndarray
@@ -171,6 +172,7 @@ def measure_future(full: Store, past: Past, cutoff: pd.Timestamp, horizon_days: 
     if full.lines is not None:
         lines = full.lines.loc[full.lines["order_id"].isin(frame["order_id"]), ["order_id", "category"]]
     return Future(
+        all_revenue=float(sel["net_revenue"].to_numpy(float)[sel["counts"].to_numpy(bool)].sum()),
         revenue=agg(np.where(counts, sel["net_revenue"].to_numpy(float), 0.0)),
         orders=agg(counts.astype(float)),
         discounted_orders=agg((counts & sel["has_discount"].to_numpy(bool)).astype(float)),
@@ -370,6 +372,8 @@ def backtest(
         "future_revenue_per_customer": round(base_rpc, 2),
         "future_revenue": round(total_rev, 2),
         "future_orders": int(future.orders[base].sum()),
+        # New customers (first order after the cutoff) and excluded records: not in any cohort.
+        "future_revenue_outside_base": round(future.all_revenue - total_rev, 2),
     }
     cohorts: list[dict[str, Any]] = []
     for cid in [c for c in config.precedence if c in past.classification.memberships]:
@@ -448,7 +452,9 @@ def render_table(result: BacktestResult) -> str:
         f" {d['horizon_days']} days (to {d['horizon_end']})",
         f"Base: {d['customers']:,} customers with an order before the cutoff; "
         f"{b['future_buy_rate']:.1%} bought again,"
-        f" {b['future_revenue_per_customer']:,.2f} future revenue each",
+        f" {b['future_revenue_per_customer']:,.2f} future net revenue each",
+        f"Future net revenue: {b['future_revenue']:,.2f} from the base;"
+        f" {b['future_revenue_outside_base']:,.2f} more from new customers (outside every cohort)",
         "",
         f"{'cohort':<20} {'size':>7} {'buy rate':>9} {'rev/cust':>10} {'rev share':>10} {'lift':>6}",
     ]

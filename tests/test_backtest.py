@@ -247,6 +247,7 @@ def test_metrics_on_a_hand_built_history(tmp_path: Path) -> None:
     assert r.base["future_revenue_per_customer"] == 40.0
     assert r.base["future_revenue"] == 120.0
     assert r.base["future_orders"] == 3  # the cancelled order does not count
+    assert r.base["future_revenue_outside_base"] == 70.0  # D, a new customer
     c = _by_cohort(r)
     # VIP: top 10% by value (A, 200 over 2 orders, active).
     assert c["vip"]["size"] == 1
