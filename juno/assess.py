@@ -64,9 +64,10 @@ def _perturbed(th: Thresholds, key: str, factor: float) -> Thresholds | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
+        # A small count (2 orders) cannot move by 10%; moving it by 1 would be a 50% move.
         moved = round(value * factor)
         if moved == value:
-            moved = value + (1 if factor > 1 else -1)
+            return None
         new: float | int = max(moved, 1)
     else:
         new = min(value * factor, 0.99) if key.endswith(("_share", "_min", "fraction")) else value * factor
@@ -145,9 +146,10 @@ def confidence(
                 note("medium", f"a cycle rests on only {weakest} reorder pairs")
             else:
                 note("high", f"cycles rest on >= {weakest} reorder pairs each")
-    if unstable_key is None or stable >= 0.9:
+    # A share threshold moved by 10% moves about 10% of members by construction: 85% is still high.
+    if unstable_key is None or stable >= 0.85:
         note("high", f"stable: {stable:.0%} of members stay when thresholds move +-10%")
-    elif stable >= 0.75:
+    elif stable >= 0.7:
         note("medium", f"{stable:.0%} of members stay when {unstable_key} moves +-10%")
     else:
         note("low", f"unstable: only {stable:.0%} stay when {unstable_key} moves +-10%")

@@ -86,6 +86,11 @@ class Thresholds(_Strict):
         default=30, ge=1, description="repeat pairs needed for a per-SKU cycle"
     )
     max_cycle_days: int = Field(default=180, ge=1, description="longer cycles are not replenishment")
+    max_cycle_spread: float = Field(
+        default=0.6,
+        gt=0,
+        description="interquartile range / median of reorder gaps above this = no regular rhythm",
+    )
     lead_days: int = Field(default=14, ge=0, description="remind this many days before due")
     overdue_fraction: float = Field(
         default=0.2, ge=0, le=1, description="still due up to this fraction of a cycle late"

@@ -96,20 +96,31 @@ def estimate_cycles(
         d = h.gaps[level]
         if d.empty:
             continue
-        stats = d.groupby(key, sort=True).agg(
-            median_days=("gap", "median"),
-            pairs=("gap", "count"),
-            customers=("c", "nunique"),
+        g = d.groupby(key, sort=True)["gap"]
+        stats = pd.DataFrame(
+            {
+                "median_days": g.median(),
+                "pairs": g.count(),
+                "customers": d.groupby(key, sort=True)["c"].nunique(),
+                "spread": (g.quantile(0.75) - g.quantile(0.25)) / g.median(),
+            }
         )
         stats = stats.reset_index().rename(columns={key: "product"})
         stats["level"] = level
         enough = stats["pairs"] >= min_pairs
         short = stats["median_days"] <= th.max_cycle_days
-        stats["replenishable"] = enough & short
-        stats["reason"] = np.where(
-            ~enough,
-            "only " + stats["pairs"].astype(str) + f" reorder pairs (< {min_pairs})",
-            np.where(~short, f"median reorder interval over {th.max_cycle_days} days", "cycle estimated"),
+        regular = stats["spread"].fillna(np.inf) <= th.max_cycle_spread
+        stats["replenishable"] = enough & short & regular
+        stats["reason"] = np.select(
+            [~enough, ~short, ~regular],
+            [
+                "only " + stats["pairs"].astype(str) + f" reorder pairs (< {min_pairs})",
+                f"median reorder interval over {th.max_cycle_days} days",
+                "reorder intervals too irregular (spread "
+                + stats["spread"].round(2).astype(str)
+                + f" > {th.max_cycle_spread:g})",
+            ],
+            default="cycle estimated",
         )
         tables.append(stats)
         cyc = stats.loc[stats["replenishable"], ["product", "median_days"]].set_index("product")["median_days"]
