@@ -147,7 +147,7 @@ class Narrative(_Strict):
         default="auto", description="auto: the model when OPENAI_API_KEY is set, else the template"
     )
     model: str = Field(default="gpt-4o-mini", description="model name (JUNO_MODEL overrides)")
-    temperature: float = Field(default=0.2, ge=0, le=2)
+    temperature: float = Field(default=0.2, ge=0, le=2, description="sampling temperature, set explicitly")
     timeout_s: float = Field(default=60.0, gt=0, description="per-call timeout")
     deadline_s: float = Field(default=180.0, gt=0, description="overall deadline for drafting")
     max_attempts: int = Field(default=4, ge=1, description="attempts on transient errors")
@@ -181,7 +181,7 @@ class Config(_Strict):
     # Column mapping for exports that are neither the generic contract nor Shopify.
     # Kept as plain data here; juno.sources.mapping validates it.
     mapping: dict[str, Any] | None = Field(
-        default=None, description="column mapping for other exports (see README)"
+        default=None, description="column mapping for other exports (see *Other exports*)"
     )
 
     @field_validator("precedence")
