@@ -201,41 +201,76 @@ def _check(
     }
 
 
+def _window_hits(rows: pd.DataFrame, fo: pd.DataFrame, fo_cat: pd.DataFrame) -> set[int]:
+    """Customers of `rows` (c, category, end) with a future order of that category by `end`
+    (any future order by `end` when the category is unknown)."""
+    m = rows.merge(fo_cat, on=["c", "category"], how="inner")
+    hits = set(m.loc[m["ordered_at"] <= m["end"], "c"].astype(int))
+    m2 = rows[rows["category"].isna()].merge(fo, on="c", how="inner")
+    return hits | set(m2.loc[m2["ordered_at"] <= m2["end"], "c"].astype(int))
+
+
 def _replenishment_check(
     past: Past, future: Future, members: np.ndarray, base: np.ndarray, cutoff: pd.Timestamp
 ) -> dict[str, Any]:
-    """Bought the due category (any order when the category is unknown) within lead + 0.2 x cycle."""
+    """Bought the due category within lead_days + overdue_fraction (0.2) x cycle of the cutoff,
+    against other buyers of the same replenishable categories who were not due."""
     cl = past.classification
     th = cl.ctx.th
     due = cl.cycles.due
-    due = due[members[due["c"].to_numpy(int)]] if len(due) else due
-    if not len(due):
-        return _check("due_window_buy_rate", 0.0, "base, any order in the median due window", base, 0.0)
+    due = due[members[due["c"].to_numpy(int)]]
     cyc = cl.cycles.table.set_index(["level", "product"])["median_days"]
     cycle = cyc.reindex(pd.MultiIndex.from_arrays([due["level"], due["product"]])).to_numpy(float)
     window = th.lead_days + th.overdue_fraction * cycle
-    end = cutoff + pd.to_timedelta(window, unit="D")
     fo = future.orders_frame
     cats = (
         future.lines.dropna(subset=["category"]).drop_duplicates()
         if future.lines is not None
-        else pd.DataFrame({"order_id": [], "category": []})
+        else pd.DataFrame({"order_id": pd.Series(dtype=object), "category": pd.Series(dtype=object)})
     )
-    fo_cat = fo.merge(cats, on="order_id", how="left")
-    d = pd.DataFrame({"c": due["c"].to_numpy(int), "category": due["category"].to_numpy(object), "end": end})
-    # Category hits: a future order of that customer with a line in the due category before `end`.
-    m = d.merge(fo_cat, on=["c", "category"], how="inner")
-    hit_cat = set(m.loc[m["ordered_at"] <= m["end"], "c"])
-    # Due products without a known category fall back to any order in the window.
-    nocat = d[d["category"].isna()]
-    m2 = nocat.merge(fo, on="c", how="inner")
-    hit_any = set(m2.loc[m2["ordered_at"] <= m2["end"], "c"])
-    hits = hit_cat | hit_any
+    fo_cat = fo.merge(cats, on="order_id", how="inner")
+    rows = pd.DataFrame(
+        {
+            "c": due["c"].to_numpy(int),
+            "category": due["category"].to_numpy(object),
+            "end": cutoff + pd.to_timedelta(window, unit="D"),
+        }
+    )
     size = int(members.sum())
-    rate = len(hits & set(np.flatnonzero(members))) / size if size else 0.0
-    median_window = float(np.median(window))
+    rate = len(_window_hits(rows, fo, fo_cat)) / size if size else 0.0
+
+    # Versus: base customers who bought a replenishable category before and were not due for it.
+    tab = cl.cycles.table
+    cat_cycle = tab[(tab["level"] == "category") & tab["replenishable"].astype(bool)].set_index("product")[
+        "median_days"
+    ]
+    p = cl.cycles.purchases
+    others = np.zeros(len(members), dtype=bool)
+    if len(p) and len(cat_cycle):
+        pc = p[["c", "category"]].dropna().drop_duplicates()
+        pc = pc[pc["category"].isin(cat_cycle.index)]
+        pc = pc[(base & ~members)[pc["c"].to_numpy(int)]]
+        others[pc["c"].to_numpy(int)] = True
+        if len(pc):
+            vs_window = th.lead_days + th.overdue_fraction * pc["category"].map(cat_cycle).to_numpy(float)
+            vs_rows = pd.DataFrame(
+                {
+                    "c": pc["c"].to_numpy(int),
+                    "category": pc["category"].to_numpy(object),
+                    "end": cutoff + pd.to_timedelta(vs_window, unit="D"),
+                }
+            )
+            vs_rate = len(_window_hits(vs_rows, fo, fo_cat)) / int(others.sum())
+            return _check(
+                "due_window_buy_rate",
+                rate,
+                "other buyers of those categories, not due (same windows)",
+                others,
+                vs_rate,
+            )
+    median_window = float(np.median(window)) if len(window) else float(th.lead_days)
     base_end = cutoff + pd.Timedelta(days=median_window)
-    base_buyers = set(fo.loc[fo["ordered_at"] <= base_end, "c"])
+    base_buyers = set(fo.loc[fo["ordered_at"] <= base_end, "c"].astype(int))
     base_rate = len(base_buyers & set(np.flatnonzero(base))) / int(base.sum()) if base.any() else 0.0
     return _check(
         "due_window_buy_rate",
