@@ -274,6 +274,37 @@ def test_metrics_on_a_hand_built_history(tmp_path: Path) -> None:
     assert "vip" in render_table(r)
 
 
+REPL_ORDERS = """
+order_id,customer_id,ordered_at,revenue
+P1,P,2025-04-01,20
+P2,P,2025-05-01,20
+P3,P,2025-06-01,20
+P4,P,2025-07-05,20
+Q1,Q,2025-04-15,20
+Q2,Q,2025-05-15,20
+Q3,Q,2025-06-25,20
+Q4,Q,2025-07-30,20
+R1,R,2025-01-01,20
+R2,R,2025-02-01,20
+R3,R,2025-07-10,20
+"""
+
+
+def test_replenishment_is_checked_against_buyers_who_were_not_due(tmp_path: Path) -> None:
+    ids = [line.split(",")[0] for line in REPL_ORDERS.strip().splitlines()[1:]]
+    lines = "order_id,sku,category,quantity,price\n" + "\n".join(f"{i},CF,coffee,1,20" for i in ids)
+    store = write_store(tmp_path / "s", orders=REPL_ORDERS, order_lines=lines)
+    config = Config.model_validate({"thresholds": {"min_reorder_pairs": 2, "min_sku_reorder_pairs": 100}})
+    r = backtest(store, "2025-06-30", config=config)
+    # Gaps 30, 31, 30, 41, 31: a 31-day coffee cycle. P (last 06-01) is due on 07-02; Q (06-25) and
+    # R (02-01, long overdue) are not. The window is 14 + 0.2 x 31 = 20.2 days after the cutoff:
+    # P buys on 07-05 (in), R on 07-10 (in), Q on 07-30 (out).
+    c = _by_cohort(r)["replenishment_ready"]
+    assert c["size"] == 1
+    assert c["check"]["value"] == 1.0
+    assert (c["check"]["versus_size"], c["check"]["versus_value"]) == (2, 0.5)
+
+
 def test_cutoff_outside_the_history_is_a_user_error(tmp_path: Path) -> None:
     store = write_store(tmp_path / "s", orders=ORDERS)
     from juno.errors import ConfigError
