@@ -414,3 +414,32 @@ def test_review_and_finalize_commands(run: Path) -> None:
     assert done.exit_code == 0, done.output
     assert "nothing was sent anywhere" in done.output
     assert (run / "final" / "members" / f"{cids[0]}_klaviyo_profiles.csv").is_file()
+
+
+def test_finalize_finds_inputs_from_another_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_store(tmp_path / "shop" / "store")
+    monkeypatch.chdir(tmp_path / "shop")
+    run = do_run(Path("store"), Path("run"))  # relative paths, as a user types them
+    decide_all(run, {cohorts_of(run)[0]: "onsite"})
+    monkeypatch.chdir(tmp_path)
+    assert fingerprint_problems(Path("shop/run"), load_review(Path("shop/run"))) == []
+    assert (finalize(Path("shop/run"), "Ana") / "brief.md").is_file()
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "store"
+
+
+@pytest.mark.skipif(not (EXAMPLE / "orders.csv").is_file(), reason="examples/store not generated")
+def test_example_store_end_to_end(tmp_path: Path) -> None:
+    run = do_run(EXAMPLE, tmp_path / "run")
+    channels = dict(zip(cohorts_of(run), ["email", "sms", "paid_audience", "onsite"], strict=False))
+    decide_all(run, channels)
+    out = finalize(run, "Ana", date(2026, 12, 4))
+    customers = read_customers(run)
+    for cid, channel in channels.items():
+        r = reach(customers, cid, channel)
+        assert r.members > 0 and 0 < r.reachable < r.members
+        _, rows = read_rows(out / "members" / f"{cid}.csv")
+        assert len(rows) == r.reachable
