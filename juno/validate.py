@@ -133,6 +133,11 @@ def _col(f: pd.DataFrame, name: str) -> pd.Series:
 
 
 def _file_of(raw: RawTable, files: list[InputFile]) -> str:
+    """The file(s) a table's rows came from (one export can feed several tables)."""
+    if FILE_COL in raw.frame.columns and len(raw.frame):
+        names = sorted(str(n) for n in raw.frame[FILE_COL].dropna().unique()[:5])
+        if names:
+            return ", ".join(names)
     names = [fi.path for fi in files if fi.table == raw.table]
     return ", ".join(names) if names else raw.table
 
@@ -145,7 +150,9 @@ def validate(source: SourceResult, config: Config) -> Store:
     """Type every table, reject bad rows with reasons, resolve as_of and the currency."""
     notes = list(source.notes)
     rejected_parts = [source.rejected] if len(source.rejected) else []
-    rows_read = {name: len(t.frame) for name, t in source.tables.items()}
+    # Rows the adapter set aside (e.g. wrong field count) were read too.
+    set_aside = source.rejected["table"].value_counts() if len(source.rejected) else pd.Series()
+    rows_read = {name: len(t.frame) + int(set_aside.get(name, 0)) for name, t in source.tables.items()}
     for name, raw in source.tables.items():
         _require(raw, _file_of(raw, source.files))
 
@@ -162,8 +169,16 @@ def validate(source: SourceResult, config: Config) -> Store:
     else:
         customers = None
 
-    orders, rej = _orders(source.tables["orders"], config, email_to_id)
+    orders, rej, rejected_customers = _orders(source.tables["orders"], config, email_to_id)
     rejected_parts.append(rej)
+    if orders.empty and rows_read["orders"] == 0:
+        raise InputError(
+            "the orders table has no data rows (a header only)",
+            file=_file_of(source.tables["orders"], source.files),
+            expected="one row per order under the header",
+        )
+    # Customers seen on any order row, used or not: each must appear in customers.csv.
+    seen_customers = pd.Index(orders["customer_id"].unique()).union(rejected_customers)
     if orders.empty:
         raise InputError(
             "no usable orders: every order row was rejected",
@@ -211,7 +226,7 @@ def validate(source: SourceResult, config: Config) -> Store:
     # ---- customer universe ----
     order_customers = pd.Index(orders["customer_id"].unique())
     if customers is None:
-        customers = pd.DataFrame({"customer_id": pd.Series(order_customers, dtype="string")})
+        customers = pd.DataFrame({"customer_id": pd.Series(seen_customers, dtype="string")})
         for c in ("email", "phone", "first_name", "last_name", "tags", "country", "email_key"):
             customers[c] = pd.Series(pd.NA, index=customers.index, dtype="string")
         customers["created_at"] = pd.Series(pd.NaT, index=customers.index, dtype="datetime64[ns]")
@@ -220,11 +235,11 @@ def validate(source: SourceResult, config: Config) -> Store:
         customers["email_suppressed"] = False
         customers["in_customers_file"] = False
     else:
-        extra = order_customers.difference(pd.Index(customers["customer_id"]))
+        extra = seen_customers.difference(pd.Index(customers["customer_id"]))
         if len(extra):
             notes.append(
-                f"{len(extra):,} customers have orders but no row in the customers table "
-                "(consent unknown for them)"
+                f"{len(extra):,} customer{'s have' if len(extra) != 1 else ' has'} orders but no row"
+                " in the customers table (consent unknown)"
             )
             add = pd.DataFrame({"customer_id": pd.Series(extra, dtype="string")})
             add["email_consent"] = "unknown"
@@ -334,7 +349,8 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _orders(
     raw: RawTable, config: Config, email_to_id: pd.Series | None
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Index]:
+    """(used orders, rejected rows, customer ids named on rejected rows)."""
     f = raw.frame
     rej = _Rejects(raw)
     order_id = clean_text(_col(f, "order_id"))
@@ -411,7 +427,8 @@ def _orders(
     out["net_revenue"] = net.where(~(out["cancelled"] | refunded_full), 0.0)
     out["counts"] = ~(out["cancelled"] | refunded_full)
     ok = rej.ok
-    return out[ok].reset_index(drop=True), rej.frame(revenue)
+    rejected_customers = pd.Index(cid[~ok].dropna().unique())
+    return out[ok].reset_index(drop=True), rej.frame(revenue), rejected_customers
 
 
 def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
