@@ -15,6 +15,7 @@ from juno.errors import InputError
 from juno.parse import (
     blank,
     clean_text,
+    isin,
     parse_bool,
     parse_consent,
     parse_datetime,
@@ -247,7 +248,7 @@ def validate(source: SourceResult, config: Config) -> Store:
             add["email_suppressed"] = False
             add["in_customers_file"] = False
             customers = pd.concat([customers, add], ignore_index=True)
-        no_orders = (~customers["customer_id"].isin(order_customers)).sum()
+        no_orders = int((~isin(customers["customer_id"], order_customers)).sum())
         if no_orders:
             notes.append(f"{no_orders:,} customers in the customers table have no usable order")
     customers = customers.sort_values("customer_id", kind="stable").reset_index(drop=True)
@@ -440,7 +441,7 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     line_discount, bad_d = parse_number(_col(f, "line_discount"))
     cost, bad_c = parse_number(_col(f, "cost"))
     rej.add(order_id.isna(), "missing order_id")
-    rej.add(~order_id.isin(orders["order_id"]), "line of an unknown or rejected order", order_id)
+    rej.add(~isin(order_id, orders["order_id"]), "line of an unknown or rejected order", order_id)
     rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
     category = clean_text(_col(f, "category")).str.lower()
     sku = clean_text(_col(f, "sku"))
@@ -470,7 +471,7 @@ def _tickets(
     opened, bad_o = parse_datetime(_col(f, "opened_at"))
     closed, _ = parse_datetime(_col(f, "closed_at"))
     rej.add(cid.isna(), "ticket without a customer id or email")
-    rej.add(~cid.isin(known), "ticket of an unknown customer", cid)
+    rej.add(~isin(cid, known), "ticket of an unknown customer", cid)
     rej.add(blank(_col(f, "opened_at")) | bad_o, "missing or unparseable opened_at", _col(f, "opened_at"))
     rej.add(_b(opened > as_of), "ticket opened after as_of")
     status = clean_text(_col(f, "status")).str.lower().fillna("")
@@ -496,7 +497,7 @@ def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.Dat
     status = clean_text(_col(f, "status")).str.lower()
     status = status.replace({"canceled": "cancelled", "expired": "cancelled", "on_hold": "paused"})
     rej.add(cid.isna(), "subscription without a customer id")
-    rej.add(~cid.isin(known), "subscription of an unknown customer", cid)
+    rej.add(~isin(cid, known), "subscription of an unknown customer", cid)
     rej.add(~status.isin(["active", "paused", "cancelled"]), "status is not active, paused or cancelled", status)
     out = pd.DataFrame(
         {

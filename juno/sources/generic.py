@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -14,6 +16,7 @@ from juno.errors import InputError
 from juno.sources.base import (
     FILE_COL,
     LINE_COL,
+    REJECTED_COLUMNS,
     TABLES,
     InputFile,
     RawTable,
@@ -22,6 +25,7 @@ from juno.sources.base import (
 )
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".tsv", ".txt")
+MAX_COLUMNS = 10_000
 
 
 def sha256_file(path: Path) -> str:
@@ -93,48 +97,106 @@ def _sniff(path: Path) -> tuple[str, str]:
     delim = max(counts, key=lambda d: counts[d])
     if counts[delim] == 0:
         delim = ","
+    columns = counts[delim] + 1
+    if "\n" not in text and "\r" not in text:  # the header line is longer than the head
+        with path.open("rb") as f:
+            f.seek(len(head))
+            while columns <= MAX_COLUMNS and (chunk := f.read(1 << 20)):
+                line = chunk.split(b"\n", 1)[0]
+                columns += line.count(delim.encode())
+                if len(line) < len(chunk):
+                    break
+    if columns > MAX_COLUMNS:
+        # pandas needs memory per column: a million-column header would exhaust the machine.
+        raise InputError(
+            f"the header has more than {MAX_COLUMNS:,} columns",
+            file=str(path),
+            expected=f"a table of at most {MAX_COLUMNS:,} columns (delimiter detected: {delim!r})",
+            examples=[first[:80]],
+        )
     return delim, encoding
 
 
-def read_csv_strings(path: Path, table: str) -> pa.Table:
-    """Every column as string: typing happens in validation, where bad cells become rejects."""
+# (line, fields found, fields expected, text) of a row whose field count differs from the header's.
+BadRow = tuple[int | None, int, int, str]
+
+_BLOCK = 8 << 20
+_MAX_BLOCK = (1 << 31) - 1
+_MSG_CAP = 200
+WRONG_FIELDS = "wrong number of fields for the header"
+
+
+def _read_csv(
+    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool
+) -> pa.Table:
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        bad.append((row.number, row.actual_columns, row.expected_columns, row.text))
+        return "skip"
+
+    header_reader = pacsv.open_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=encoding, block_size=block),
+        parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r: "skip"),
+        convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=True),
+    )
+    names = header_reader.schema.names
+    header_reader.close()
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delim, newlines_in_values=True, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.string()),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def read_csv_strings(path: Path, table: str) -> tuple[pa.Table, list[BadRow]]:
+    """Every column as string: typing happens in validation, where bad cells become rejects.
+
+    Rows whose field count differs from the header's are set aside (returned, for rejection).
+    """
     delim, encoding = _sniff(path)
-    try:
-        header_reader = pacsv.open_csv(
-            path,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=1 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=delim),
-            convert_options=pacsv.ConvertOptions(
-                column_types={}, strings_can_be_null=True
-            ),
-        )
-        names = header_reader.schema.names
-        header_reader.close()
-        return pacsv.read_csv(
-            path,
-            read_options=pacsv.ReadOptions(encoding=encoding, block_size=8 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=delim, newlines_in_values=True),
-            convert_options=pacsv.ConvertOptions(
-                column_types=dict.fromkeys(names, pa.string()),
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-    except pa.ArrowInvalid as exc:
-        msg = str(exc).splitlines()[0]
-        if "Empty CSV file" in msg:
+    size = path.stat().st_size
+    block = _BLOCK
+    while True:
+        bad: list[BadRow] = []
+        try:
+            arrow = _read_csv(path, delim, encoding, block, bad, threads=True)
+            if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
+                bad = []
+                arrow = _read_csv(path, delim, encoding, block, bad, threads=False)
+            return arrow, bad
+        except pa.ArrowInvalid as exc:
+            msg = str(exc).splitlines()[0]
+            too_long = "straddl" in msg or "out of sync" in msg or "Empty CSV file" in msg
+            if too_long and block <= size:
+                # A cell or header line longer than a block: read the file as one block.
+                block = min(size + 1, _MAX_BLOCK)
+                continue
+            if "invalid UTF8" in msg and encoding == "utf-8":
+                # Valid UTF-8 in the sniffed head, other bytes further on: a legacy export.
+                encoding = "latin-1"
+                continue
+            if "Empty CSV file" in msg:
+                raise InputError(
+                    "the file is empty", file=str(path), expected="a header line and data rows"
+                ) from None
+            if "duplicate" in msg.lower():
+                raise InputError(
+                    "the header names a column twice", file=str(path), expected="unique column names"
+                ) from None
+            if len(msg) > _MSG_CAP:
+                msg = msg[:_MSG_CAP] + " ..."
             raise InputError(
-                "the file is empty", file=str(path), expected="a header line and data rows"
+                f"the file cannot be read as a {table} table: {msg}",
+                file=str(path),
+                expected=f"a CSV file with one header line (delimiter detected: {delim!r})",
             ) from None
-        if "duplicate" in msg.lower():
-            raise InputError(
-                "the header names a column twice", file=str(path), expected="unique column names"
-            ) from None
-        raise InputError(
-            f"the file cannot be read as a {table} table: {msg}",
-            file=str(path),
-            expected=f"a CSV file with one header line (delimiter detected: {delim!r})",
-        ) from None
 
 
 def read_parquet(path: Path) -> pa.Table:
@@ -148,8 +210,17 @@ def read_parquet(path: Path) -> pa.Table:
         ) from None
 
 
-def to_raw_frame(table: pa.Table, path: Path, table_name: str) -> pd.DataFrame:
-    """Rename columns to contract names, refuse duplicated names, add file and line columns."""
+def to_raw_frame(
+    table: pa.Table, path: Path, table_name: str, skipped: Sequence[int] = ()
+) -> pd.DataFrame:
+    """Rename columns to contract names, refuse duplicated names, add file and line columns.
+
+    Unnamed columns (a spreadsheet's trailing empty columns) are unknown columns: ignored.
+    `skipped` holds the lines of rows set aside while reading, so line numbers stay true.
+    """
+    unnamed = [i for i, n in enumerate(table.column_names) if normalise_name(n) == ""]
+    if unnamed:
+        table = table.select([i for i in range(table.num_columns) if i not in unnamed])
     names = [normalise_name(n) for n in table.column_names]
     seen: dict[str, str] = {}
     for orig, norm in zip(table.column_names, names, strict=True):
@@ -165,7 +236,10 @@ def to_raw_frame(table: pa.Table, path: Path, table_name: str) -> pd.DataFrame:
     frame: pd.DataFrame = table.to_pandas(types_mapper=_types_mapper, self_destruct=True)
     frame[FILE_COL] = path.name
     # Header is line 1, so the first data row is line 2 (record numbers when cells hold newlines).
-    frame[LINE_COL] = pd.RangeIndex(2, len(frame) + 2)
+    lines = np.arange(2, len(frame) + 2 + len(skipped))
+    if len(skipped):
+        lines = lines[~np.isin(lines, np.asarray(skipped))]
+    frame[LINE_COL] = lines[: len(frame)] if len(lines) >= len(frame) else np.arange(2, len(frame) + 2)
     return frame
 
 
@@ -175,20 +249,44 @@ def _types_mapper(t: pa.DataType) -> pd.ArrowDtype | pd.StringDtype | None:
     return None
 
 
-def read_table_file(path: Path, table: str) -> tuple[pd.DataFrame, InputFile]:
+def read_table_file(path: Path, table: str) -> tuple[pd.DataFrame, InputFile, pd.DataFrame]:
+    """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS)."""
     is_parquet = path.suffix.lower() in (".parquet", ".pq")
     if path.stat().st_size == 0:
         raise InputError("the file is empty", file=str(path), expected="a header and data rows")
-    arrow = read_parquet(path) if is_parquet else read_csv_strings(path, table)
-    frame = to_raw_frame(arrow, path, table)
+    bad: list[BadRow] = []
+    if is_parquet:
+        arrow = read_parquet(path)
+    else:
+        arrow, bad = read_csv_strings(path, table)
+    if bad and arrow.num_rows == 0:
+        raise InputError(
+            "no row has as many fields as the header (wrong delimiter, or unquoted delimiters in cells?)",
+            file=str(path),
+            expected=f"{bad[0][2]} fields per row, as in the header",
+            examples=[f"line {n}: {found} fields: {text[:60]}" for n, found, _, text in bad[:5]],
+        )
+    skipped = [n for n, _, _, _ in bad if n is not None]
+    frame = to_raw_frame(arrow, path, table, skipped)
+    rejected = pd.DataFrame(
+        {
+            "file": path.name,
+            "line": pd.Series([n for n, _, _, _ in bad], dtype="Int64"),
+            "table": table,
+            "reason": WRONG_FIELDS,
+            "revenue": np.nan,
+            "detail": [f"{found} fields, header has {exp}: {text[:60]}" for _, found, exp, text in bad],
+        },
+        columns=REJECTED_COLUMNS,
+    )
     info = InputFile(
         path=str(path),
         table=table,
         sha256=sha256_file(path),
-        rows=len(frame),
+        rows=len(frame) + len(bad),
         format="parquet" if is_parquet else "csv",
     )
-    return frame, info
+    return frame, info, rejected
 
 
 def read_generic(folder: Path) -> SourceResult:
@@ -201,13 +299,16 @@ def read_generic(folder: Path) -> SourceResult:
         )
     tables: dict[str, RawTable] = {}
     files: list[InputFile] = []
+    set_aside: list[pd.DataFrame] = []
     for name in TABLES:
         path = find_table_file(folder, name)
         if path is None:
             continue
-        frame, info = read_table_file(path, name)
+        frame, info, rejected = read_table_file(path, name)
         tables[name] = RawTable(name, frame)
         files.append(info)
+        if len(rejected):
+            set_aside.append(rejected)
     if "orders" not in tables:
         present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         raise InputError(
@@ -216,4 +317,7 @@ def read_generic(folder: Path) -> SourceResult:
             expected="orders.csv or orders.parquet (or a Shopify orders_export*.csv)",
             examples=present[:5] or ["(the folder is empty)"],
         )
-    return SourceResult(kind="generic", tables=tables, files=files)
+    result = SourceResult(kind="generic", tables=tables, files=files)
+    if set_aside:
+        result.rejected = pd.concat(set_aside, ignore_index=True)
+    return result
