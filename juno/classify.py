@@ -89,6 +89,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     margin = f["margin_window"].to_numpy(float)
     population = int(eligible.sum())
     facts: list[CohortFacts] = []
+    tiebreak: dict[str, float] = {}
     for cid in cohort_ids:
         m = memberships[cid]
         size = int(m.mask.sum())
@@ -98,6 +99,8 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
             for fl in HOLD_FLAGS
         ]
         stake = value_at_stake(cid, ctx, ready)
+        # Tie-break when nobody is ready (e.g. consent unknown everywhere): the same score over all members.
+        tiebreak[cid] = priority_score(cid, value_at_stake(cid, ctx, m.mask), size, 0)
         n_held = int((m.mask & held).sum())
         stable, unstable_key = stability(cid, m.mask, config.thresholds, rebuild)
         conf, reasons = confidence(
@@ -143,7 +146,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 margin_incomplete=rule.margin_sensitive and margin_incomplete,
             )
         )
-    order = sorted(facts, key=lambda c: (-c.priority_score, c.cohort))
+    order = sorted(facts, key=lambda c: (-c.priority_score, -tiebreak[c.cohort], c.cohort))
     for i, c in enumerate(order, start=1):
         c.priority = f"P{i}"
     return Classification(

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
+from juno.parse import isin
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -32,7 +33,7 @@ def _purchases(store: Store, code: np.ndarray) -> pd.DataFrame:
         {"c": code[counted], "t": o["ordered_at"].to_numpy()[counted]},
         index=o["order_id"].to_numpy()[counted],
     )
-    lk = lines[lines["order_id"].isin(by_order.index)]
+    lk = lines[isin(lines["order_id"], by_order.index)]
     joined = by_order.reindex(lk["order_id"].to_numpy())
     p = pd.DataFrame(
         {
@@ -162,6 +163,7 @@ def estimate_cycles(
         due = due[~later].sort_values(["c", "level", "product"], kind="stable").reset_index(drop=True)
     reason = None if bool(table["replenishable"].any()) else (
         "no product has enough repeat purchases for a reliable cycle"
-        f" (>= {th.min_reorder_pairs} reorder pairs and a median under {th.max_cycle_days} days)"
+        f" (>= {th.min_reorder_pairs} reorder pairs, a median under {th.max_cycle_days} days"
+        f" and a regular rhythm)"
     )
     return Cycles(table.reset_index(drop=True), due, p, reason)

@@ -126,6 +126,7 @@ def build_facts(result: RunResult) -> Facts:
         orders_used=int(store.orders["counts"].sum()),
         history_days=history,
         margin_coverage=round(sig.margin_coverage, 4),
+        consent_known_share=round(float((sig.frame["email_consent"] != "unknown").mean()), 4),
         margin_incomplete=cl.margin_incomplete,
         rejected_rows=len(store.rejected),
         rejected_by_reason=rejected_by,

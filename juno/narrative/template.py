@@ -87,6 +87,11 @@ def caveats(facts: Facts) -> list[str]:
                 f"Cost is known for {fmt_pct(facts.margin_coverage)} of revenue: margin-sensitive"
                 " conclusions (discount_risk, margin value) are incomplete."
             )
+    if facts.consent_known_share < 0.5:
+        out.append(
+            f"Email consent is unknown for {fmt_pct(1 - facts.consent_known_share)} of customers"
+            " (no consent column in the input): they are held back as no_consent until consent is known."
+        )
     thin = [c.cohort for c in facts.cohorts if c.thin]
     if thin:
         out.append("Thin cohorts (pilot or merge before a full send): " + ", ".join(thin) + ".")
