@@ -243,8 +243,11 @@ def take_str(values: list[str] | np.ndarray, index: np.ndarray) -> pa.Array:
 class Store:
     """All generated columns as numpy arrays (times in seconds since the epoch, money in cents)."""
 
-    def __init__(self, n_customers: int, seed: int, end: date, t0: float) -> None:
+    def __init__(
+        self, n_customers: int, seed: int, end: date, t0: float, subscription_share: float = 0.025
+    ) -> None:
         self.n = n_customers
+        self.subscription_share = subscription_share
         self.rng = np.random.default_rng(seed)
         self.t0 = t0
         end_s = int(datetime(end.year, end.month, end.day, tzinfo=UTC).timestamp()) + DAY_S
@@ -351,7 +354,7 @@ class Store:
         rng, n = self.rng, self.n
         arch = self.arch
         eligible = np.isin(arch, (COFFEE_FAN, SKIN_FAN)) & (self.first < HISTORY_DAYS - 200)
-        share = 0.025 * n / max(1, int(eligible.sum()))
+        share = self.subscription_share * n / max(1, int(eligible.sum()))
         sub = eligible & (rng.random(n) < share)
         self.sub = sub
         idx = np.flatnonzero(sub)
@@ -1118,11 +1121,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", choices=["csv", "parquet", "both"], default="csv")
     ap.add_argument("--end", type=date.fromisoformat, default=date(2026, 11, 30),
                     help="last day of the two-year history (YYYY-MM-DD)")
+    ap.add_argument("--subscription-share", type=float, default=0.025,
+                    help="subscribers as a share of all customers (capped by the eligible fans)")
     args = ap.parse_args(argv)
     if args.customers < 200:
         ap.error("--customers must be at least 200")
     t0 = time.perf_counter()
-    store = Store(args.customers, args.seed, args.end, t0)
+    store = Store(args.customers, args.seed, args.end, t0, args.subscription_share)
     store.make_customers()
     store.make_orders()
     store.make_discounts()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles
-from juno.signals import Signals
+from juno.signals import Signals, join_by_group
 
 
 @dataclass
@@ -144,10 +144,11 @@ def _replenishment(ctx: Context) -> Membership:
         if len(d):
             label = "due:" + d["product"].astype(str)
             label = label.where(d["purchases"] < 3, label + ";replenishments>=2")
-            joined = label.groupby(d["c"].to_numpy()).agg(";".join)
-            idx = joined.index.to_numpy(int)
-            mask[idx] = True
-            reasons[idx] = joined.to_numpy()
+            # Each customer's labels joined in due order (a stable sort keeps it).
+            by_c = np.argsort(d["c"].to_numpy(int), kind="stable")
+            keys, joined = join_by_group(d["c"].to_numpy(int)[by_c], label.to_numpy(object)[by_c])
+            mask[keys] = True
+            reasons[keys] = joined
     return Membership(mask, reasons)
 
 

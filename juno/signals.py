@@ -9,6 +9,7 @@ import pandas as pd
 
 from juno.config import Config
 from juno.identity import duplicate_groups
+from juno.parse import isin
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -30,6 +31,19 @@ class Signals:
 
 def _days(delta: pd.Series) -> np.ndarray:
     return np.asarray(delta.to_numpy() / np.timedelta64(1, "D"), dtype=float)
+
+
+def join_by_group(keys: np.ndarray, texts: np.ndarray, sep: str = ";") -> tuple[np.ndarray, np.ndarray]:
+    """Texts joined by `sep` per group, in row order; `keys` must hold each group contiguously.
+
+    Returns (group keys, joined texts): one C-level reduction instead of a Python call per group.
+    """
+    if len(keys) == 0:
+        return keys[:0], np.array([], dtype=object)
+    start = np.r_[True, keys[1:] != keys[:-1]]
+    parts = np.asarray(texts, dtype=object)
+    parts = np.where(start, parts, sep + parts)
+    return keys[start], np.add.reduceat(parts, np.flatnonzero(start))
 
 
 def _tags_match(tags: pd.Series, wanted: list[str]) -> pd.Series:
@@ -159,7 +173,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
         lines = store.lines
         order_code = pd.Series(code, index=o["order_id"].to_numpy())
         counted_orders = pd.Index(o["order_id"][counts])
-        lk = lines[lines["order_id"].isin(counted_orders) & lines["category"].notna()]
+        lk = lines[isin(lines["order_id"], counted_orders) & lines["category"].notna().to_numpy(bool)]
         lc = pd.DataFrame(
             {
                 "c": order_code.reindex(lk["order_id"].to_numpy()).to_numpy(),
@@ -171,8 +185,9 @@ def compute_signals(store: Store, config: Config) -> Signals:
         top = per.sort_values(["c", "v", "cat"], ascending=[True, False, True], kind="stable")
         top = top.drop_duplicates("c")
         f.loc[top["c"].to_numpy(), "top_category"] = top["cat"].to_numpy()
-        cats = per.groupby("c")["cat"].agg(lambda s: ";".join(sorted(s)))
-        f.loc[cats.index.to_numpy(), "categories"] = cats.to_numpy()
+        # `per` is sorted by customer, then category: each customer's categories, sorted, joined.
+        keys, joined = join_by_group(per["c"].to_numpy(), per["cat"].to_numpy(object))
+        f.loc[keys, "categories"] = joined
 
     # ---- subscriptions ----
     f["subscription_status"] = "none"
