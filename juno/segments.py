@@ -78,6 +78,11 @@ def _cut(v: float) -> str:
     return _num(round(v, 4))
 
 
+def _money(v: float) -> str:
+    # No customer has positive value when a cut is infinite: a bound nobody reaches says so.
+    return _num(round(v, 2)) if math.isfinite(v) else "999999999999"
+
+
 def _str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
 
@@ -380,21 +385,21 @@ def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
     exact = False
     if cid == "vip":
         parts = [
-            f"amount_spent >= {_num(round(r['vip_cut'], 2))}",
+            f"amount_spent >= {_money(r['vip_cut'])}",
             f"number_of_orders >= {th.vip_min_orders}",
             f"last_order_date >= -{th.active_days}d",
         ]
         note = f"Approximation: {money}; discount dependence cannot be expressed."
     elif cid == "near_vip":
         parts = [
-            f"amount_spent >= {_num(round(r['near_vip_cut'], 2))}",
-            f"amount_spent < {_num(round(r['vip_cut'], 2))}",
+            f"amount_spent >= {_money(r['near_vip_cut'])}",
+            f"amount_spent < {_money(r['vip_cut'])}",
             f"last_order_date >= -{th.active_days}d",
         ]
         note = f"Approximation: {money}."
     elif cid == "lapsed_high_value":
         parts = [
-            f"amount_spent >= {_num(round(r['high_value_cut'], 2))}",
+            f"amount_spent >= {_money(r['high_value_cut'])}",
             f"last_order_date < -{th.lapse_min_days}d",
             f"last_order_date > -{th.lost_days}d",
         ]
