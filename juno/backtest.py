@@ -21,7 +21,7 @@ from juno.classify import Classification, customer_table, run_classification
 from juno.config import Config
 from juno.errors import ConfigError
 from juno.parse import clean_text, parse_datetime
-from juno.score import CANDIDATES, DEFAULT
+from juno.score import CANDIDATES, DEFAULT, value_score
 from juno.signals import Signals, compute_signals
 from juno.sources import read_store
 from juno.sources.base import RawTable, SourceResult
@@ -435,10 +435,11 @@ def backtest(
     # The naive baseline ranks by past revenue in the review window, whatever `value` is set to.
     baseline = np.nan_to_num(fb["net_revenue_window"].to_numpy(float), nan=0.0)
     scores = {name: fn(fb, config.window_days, past.signals.as_of) for name, fn in CANDIDATES.items()}
+    juno_score = value_score(fb, config.window_days, past.signals.as_of)
     ranking = [
         {
             "top_share": s,
-            "capture": round(capture(scores[DEFAULT], rev_b, s), 4),
+            "capture": round(capture(juno_score, rev_b, s), 4),
             "baseline_capture": round(capture(baseline, rev_b, s), 4),
         }
         for s in TOP_SHARES
