@@ -366,10 +366,10 @@ def sql_for(cid: str, result: RunResult) -> str:
 def _population_shopify(config: Config) -> list[str]:
     out = [f"customer_tags NOT CONTAINS {_str(t)}" for t in config.population.exclude_tags]
     if config.population.countries:
-        # Shopify has no country filter in every plan; a customer_countries filter is the nearest.
-        out.append("customer_countries CONTAINS " + " OR customer_countries CONTAINS ".join(
-            _str(c.upper()) for c in config.population.countries
-        ))
+        # customer_countries holds every country of a customer's addresses: the nearest filter.
+        countries = config.population.countries
+        either = " OR ".join(f"customer_countries CONTAINS {_str(c.upper())}" for c in countries)
+        out.append(f"({either})")
     return out
 
 
@@ -434,8 +434,8 @@ def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
             newest = days - th.lead_days
             oldest = days * (1 + th.overdue_fraction)
             clauses.append(
-                f"products_purchased MATCHES (tag = {_str(product)}, date >= -{_days(math.ceil(oldest))},"
-                f" date <= -{_days(newest)})"
+                f"products_purchased MATCHES (tag = {_str(product)},"
+                f" date BETWEEN -{_days(math.ceil(oldest))} AND -{_days(newest)})"
             )
         parts = ["(" + " OR ".join(clauses) + ")"] if clauses else ["number_of_orders < 0"]
         note = (
