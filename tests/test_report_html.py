@@ -154,3 +154,11 @@ def test_in_headless_browser(run: RunResult, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr[-2000:]
     assert shot.exists() and shot.stat().st_size > 10_000
     assert _png_is_drawn(shot)
+
+
+def test_final_page_without_customer_table(run: RunResult) -> None:
+    """finalize renders the reviewed brief alone: no DRAFT mark, no empty chart."""
+    assert run.brief is not None
+    html = render(run.brief.model_copy(update={"draft": False}))
+    assert "DRAFT" not in html and "FINAL" in html
+    assert html.count("<svg") == 2
