@@ -50,6 +50,8 @@ class CohortChange:
     confidence_old: str | None
     confidence_new: str | None
     rule_changed: bool
+    built_old: bool
+    built_new: bool
     joined: int
     left: int
     joined_sample: list[str] = field(default_factory=list)
@@ -227,6 +229,8 @@ def diff_runs(old: RunSnapshot, new: RunSnapshot, *, all_ids: bool = False) -> R
                 confidence_old=_cell(old.cohorts, c, "confidence"),
                 confidence_new=_cell(new.cohorts, c, "confidence"),
                 rule_changed=_cell(old.cohorts, c, "rule") != _cell(new.cohorts, c, "rule"),
+                built_old=c in old.cohorts.index,
+                built_new=c in new.cohorts.index,
                 joined=len(joined),
                 left=len(left),
                 joined_sample=joined[:SAMPLE],
@@ -312,6 +316,14 @@ def _delta(a: float | None, b: float | None) -> str:
     return "0" if d == 0 else f"{d:+,.0f}"
 
 
+def _rule_state(c: CohortChange) -> str:
+    if not c.built_old:
+        return "not built before"
+    if not c.built_new:
+        return "not built now"
+    return "changed" if c.rule_changed else "same"
+
+
 def _change(a: str | None, b: str | None) -> str:
     return (b or "–") if a == b else f"{a or '–'} → {b or '–'}"
 
@@ -336,6 +348,11 @@ def render_markdown(d: RunDiff) -> str:
         f" ({d.customers_new:,} customers); {d.only_in_new:,} customers only in the new run,"
         f" {d.only_in_old:,} only in the old. {d.moved:,} customers changed primary cohort.",
         "",
+        *(
+            ["> The old run is dated after the new one: check the order of the arguments.", ""]
+            if d.old_as_of and d.new_as_of and d.old_as_of > d.new_as_of
+            else []
+        ),
         "## Migration of primary cohorts (rows: old, columns: new)",
         "",
         "| old \\ new | " + " | ".join(d.labels) + " | total |",
@@ -361,7 +378,7 @@ def render_markdown(d: RunDiff) -> str:
             f"| {c.cohort} | {_n(c.size_new)} | {_delta(c.size_old, c.size_new)} | {_n(c.value_new)}"
             f" | {_delta(c.value_old, c.value_new)} | {_n(c.held_back_new)}"
             f" | {_delta(c.held_back_old, c.held_back_new)} | {_n(c.ready_new)} | {c.joined:,} | {c.left:,}"
-            f" | {prio} | {conf} | {'changed' if c.rule_changed else 'same'} |"
+            f" | {prio} | {conf} | {_rule_state(c)} |"
         )
     out += ["", "## New and departed members", ""]
     for c in d.cohorts:
