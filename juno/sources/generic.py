@@ -136,7 +136,9 @@ def _read_csv(
     header_reader = pacsv.open_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block),
-        parse_options=pacsv.ParseOptions(delimiter=delim, invalid_row_handler=lambda r: "skip"),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delim, newlines_in_values=True, invalid_row_handler=lambda r: "skip"
+        ),
         convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=True),
     )
     names = header_reader.schema.names
