@@ -65,10 +65,11 @@ def resolve(ctx: Context) -> None:
     th = ctx.th
     f = ctx.f
     active = ctx.eligible & (f["recency_days"].to_numpy(float) <= th.active_days)
-    ctx.resolved["vip_cut"] = _top_cut(f["value_window"], ctx.eligible, th.vip_share)
+    ctx.resolved["vip_cut"] = _top_cut(f["value_score"], ctx.eligible, th.vip_share)
     ctx.resolved["near_vip_cut"] = _top_cut(
-        f["value_window"], ctx.eligible, min(th.vip_share + th.near_vip_share, 1.0)
+        f["value_score"], ctx.eligible, min(th.vip_share + th.near_vip_share, 1.0)
     )
+    ctx.resolved["half_life_days"] = max(ctx.window_days / 4.0, 1.0)
     ctx.resolved["high_value_cut"] = _top_cut(f["value_lifetime"], ctx.eligible, th.high_value_share)
     ctx.resolved["active_customers"] = float(active.sum())
 
@@ -95,7 +96,7 @@ def discount_dependent(ctx: Context) -> np.ndarray:
 
 def _vip(ctx: Context) -> Membership:
     f, th = ctx.f, ctx.th
-    top = ctx.eligible & (_num(f, "value_window") >= ctx.resolved["vip_cut"])
+    top = ctx.eligible & (_num(f, "value_score") >= ctx.resolved["vip_cut"])
     orders = _num(f, "orders_window") >= th.vip_min_orders
     active = _num(f, "recency_days") <= th.active_days
     dep = discount_dependent(ctx)
@@ -113,7 +114,7 @@ def _vip(ctx: Context) -> Membership:
 def vip_excluded_for_discounts(ctx: Context) -> np.ndarray:
     """Top spenders who would be VIP but for their discount dependence (the brief says so)."""
     f, th = ctx.f, ctx.th
-    top = ctx.eligible & (_num(f, "value_window") >= ctx.resolved["vip_cut"])
+    top = ctx.eligible & (_num(f, "value_score") >= ctx.resolved["vip_cut"])
     mask = (
         top
         & (_num(f, "orders_window") >= th.vip_min_orders)
@@ -125,7 +126,7 @@ def vip_excluded_for_discounts(ctx: Context) -> np.ndarray:
 
 def _near_vip(ctx: Context) -> Membership:
     f, th = ctx.f, ctx.th
-    v = _num(f, "value_window")
+    v = _num(f, "value_score")
     band = ctx.eligible & (v >= ctx.resolved["near_vip_cut"]) & (v < ctx.resolved["vip_cut"])
     active = _num(f, "recency_days") <= th.active_days
     mask = band & active & ~_vip(ctx).mask
@@ -202,6 +203,13 @@ def _first_to_second(ctx: Context) -> Membership:
     )
 
 
+def _score_text(c: Context) -> str:
+    return (
+        f"value score = {c.value_label} {c.window_days}d x 0.5^(days since last order"
+        f" / {c.resolved['half_life_days']:g})"
+    )
+
+
 def _money(v: float) -> str:
     return f"{v:,.2f}" if np.isfinite(v) else "n/a"
 
@@ -235,14 +243,14 @@ RULES: dict[str, CohortRule] = {
             action="loyalty treatment: early access, thank-you, service priority; no discount needed",
             allowed_actions=("loyalty treatment", "review"),
             risk="over-messaging; teaching a full-price buyer to wait for discounts; an unresolved service issue",
-            value_signal="value in window",
+            value_signal="value score (window value, recency-weighted)",
             threshold_keys=("vip_share", "vip_min_orders", "active_days", "discount_share_min", "discount_rate_min"),
-            signals_used=("value_window", "orders_window", "recency_days", "discount_share_window"),
+            signals_used=("value_score", "orders_window", "recency_days", "discount_share_window"),
             margin_sensitive=False,
             needs_history=False,
             members=_vip,
             rule_text=lambda c: (
-                f"{c.value_label} {c.window_days}d >= {_money(c.resolved['vip_cut'])} (top {c.th.vip_share:.0%})"
+                f"value score >= {_money(c.resolved['vip_cut'])} (top {c.th.vip_share:.0%}; {_score_text(c)})"
                 f" AND orders {c.window_days}d >= {c.th.vip_min_orders} AND last order <= {c.th.active_days}d ago"
                 f" AND discount share < {c.th.discount_share_min:g} AND discount rate < {c.th.discount_rate_min:g}"
             ),
@@ -273,15 +281,15 @@ RULES: dict[str, CohortRule] = {
             action="product education / tier-progress nudge, cross-sell from their categories",
             allowed_actions=("product education", "cross-sell", "review"),
             risk="pushing too hard; a discount that erodes margin",
-            value_signal="value in window",
+            value_signal="value score (window value, recency-weighted)",
             threshold_keys=("vip_share", "near_vip_share", "active_days"),
-            signals_used=("value_window", "recency_days"),
+            signals_used=("value_score", "recency_days"),
             margin_sensitive=False,
             needs_history=False,
             members=_near_vip,
             rule_text=lambda c: (
-                f"{_money(c.resolved['near_vip_cut'])} <= {c.value_label} {c.window_days}d"
-                f" < {_money(c.resolved['vip_cut'])} (next {c.th.near_vip_share:.0%}) AND last order"
+                f"{_money(c.resolved['near_vip_cut'])} <= value score"
+                f" < {_money(c.resolved['vip_cut'])} (next {c.th.near_vip_share:.0%}; {_score_text(c)}) AND last order"
                 f" <= {c.th.active_days}d ago AND not VIP"
             ),
         ),

@@ -21,7 +21,8 @@ def _num(frame: pd.DataFrame, col: str) -> np.ndarray:
 
 def _recency(frame: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
     """Days since the last counted order (window length + 1 for customers without one)."""
-    days = ((as_of - pd.to_datetime(frame["last_order_at"])) / pd.Timedelta(days=1)).to_numpy(float)
+    # Whole days, as the signals' recency_days: the same number SQL and Shopify filters use.
+    days = np.floor(((as_of - pd.to_datetime(frame["last_order_at"])) / pd.Timedelta(days=1)).to_numpy(float))
     return np.where(np.isnan(days), np.inf, np.maximum(days, 0.0))
 
 

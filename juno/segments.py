@@ -38,8 +38,9 @@ SQL_COLUMNS = {
         "cancelled",
         "cancelled_at",
         "discount_code",
+        "cost",
     ),
-    "order_lines": ("order_id", "sku", "category"),
+    "order_lines": ("order_id", "sku", "category", "quantity", "cost"),
     "customers": ("customer_id", "tags", "country"),
 }
 TAG_IMPORT_COLUMNS = ["First Name", "Last Name", "Email", "Phone", "Tags"]
@@ -96,20 +97,55 @@ def _days(v: float) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _base_ctes(as_of_s: float, window_s: float) -> str:
-    """Orders typed as Juno's validation types them, and the per-customer signals the rules use."""
-    return f"""ord AS (
+def _margin_sql(cost_from: str | None) -> tuple[str, str, str]:
+    """(cost column of ord, extra CTE, join) for value = margin; cost from orders or order lines."""
+    if cost_from == "orders":
+        return "TRY_CAST(cost AS DOUBLE) AS cost,", "", ""
+    if cost_from == "lines":
+        cte = """line_cost AS (
+  -- Orders carry no cost: the cost of goods is the sum of their lines' cost x quantity.
   SELECT
     TRIM(CAST(order_id AS VARCHAR)) AS order_id,
+    SUM(TRY_CAST(cost AS DOUBLE) * COALESCE(TRY_CAST(quantity AS DOUBLE), 1)) AS line_cost
+  FROM order_lines
+  GROUP BY TRIM(CAST(order_id AS VARCHAR))
+),
+"""
+        return "", cte, "\n  LEFT JOIN line_cost lc ON lc.order_id = TRIM(CAST(orders.order_id AS VARCHAR))"
+    return "CAST(NULL AS DOUBLE) AS cost,", "", ""
+
+
+def _base_ctes(
+    as_of_s: float, window_s: float, cost_from: str | None = None, window_days: int = 365
+) -> str:
+    """Orders typed as Juno's validation types them, and the per-customer signals the rules use.
+
+    `cost_from` ("orders" or "lines") makes the value margin: what was kept minus the cost of
+    goods, reduced in proportion to partial refunds; None keeps net revenue.
+    """
+    cost_col, cost_cte, cost_join = _margin_sql(cost_from)
+    if cost_from == "lines":
+        cost_col = "lc.line_cost AS cost,"
+    value = "margin" if cost_from else "net"
+    return f"""{cost_cte}ord AS (
+  SELECT
+    TRIM(CAST(orders.order_id AS VARCHAR)) AS order_id,
     TRIM(CAST(customer_id AS VARCHAR)) AS customer_id,
     epoch(CAST(ordered_at AS TIMESTAMPTZ)) AS t,
+    {cost_col}
     COALESCE(TRY_CAST(revenue AS DOUBLE), 0) AS revenue,
     GREATEST(COALESCE(TRY_CAST(discount AS DOUBLE), 0), 0) AS discount,
     GREATEST(COALESCE(TRY_CAST(refunded AS DOUBLE), 0), 0) AS refunded,
     COALESCE(LOWER(TRIM(CAST(cancelled AS VARCHAR))) IN ('true', 't', 'yes', 'y', '1', '1.0'), FALSE)
       OR NULLIF(TRIM(CAST(cancelled_at AS VARCHAR)), '') IS NOT NULL AS cancelled,
     NULLIF(TRIM(CAST(discount_code AS VARCHAR)), '') IS NOT NULL AS has_code
-  FROM orders
+  FROM orders{cost_join}
+),
+n AS (
+  SELECT
+    *,
+    NOT (cancelled OR (refunded > 0 AND refunded >= revenue - 0.005)) AS counts
+  FROM ord
 ),
 o AS (
   -- Cancelled and fully refunded orders count zero; partial refunds come off.
@@ -120,12 +156,14 @@ o AS (
     t > {_num(window_s)} AS in_window,
     discount,
     discount > 0 OR has_code AS has_discount,
-    NOT (cancelled OR (refunded > 0 AND refunded >= revenue - 0.005)) AS counts,
+    counts,
+    CASE WHEN counts THEN GREATEST(revenue - refunded, 0) ELSE 0 END AS net,
     CASE
-      WHEN cancelled OR (refunded > 0 AND refunded >= revenue - 0.005) THEN 0
-      ELSE GREATEST(revenue - refunded, 0)
-    END AS net
-  FROM ord
+      WHEN counts AND cost IS NOT NULL THEN GREATEST(revenue - refunded, 0)
+        - cost * CASE WHEN revenue > 0 THEN GREATEST(revenue - refunded, 0) / revenue ELSE 0 END
+      ELSE 0
+    END AS margin
+  FROM n
   WHERE customer_id IS NOT NULL AND t <= {_num(as_of_s)}
 ),
 sig AS (
@@ -133,8 +171,9 @@ sig AS (
     customer_id,
     SUM(CASE WHEN counts THEN 1 ELSE 0 END) AS orders_lifetime,
     SUM(CASE WHEN counts AND in_window THEN 1 ELSE 0 END) AS orders_window,
-    ROUND(SUM(net), 4) AS value_lifetime,
-    ROUND(SUM(CASE WHEN in_window THEN net ELSE 0 END), 4) AS value_window,
+    ROUND(SUM({value}), 4) AS value_lifetime,
+    ROUND(SUM(CASE WHEN in_window THEN {value} ELSE 0 END), 4) AS value_window,
+    SUM(CASE WHEN in_window THEN {value} ELSE 0 END) AS value_window_raw,
     SUM(CASE WHEN counts AND in_window AND has_discount THEN 1 ELSE 0 END) AS discounted_window,
     SUM(CASE WHEN counts AND in_window THEN discount ELSE 0 END) AS discount_window,
     SUM(CASE WHEN counts AND in_window THEN net + discount ELSE 0 END) AS gross_window,
@@ -147,7 +186,10 @@ s AS (
     *,
     CASE WHEN orders_window > 0 THEN discounted_window * 1.0 / orders_window ELSE 0 END
       AS discount_share_window,
-    CASE WHEN gross_window > 0 THEN discount_window / gross_window ELSE 0 END AS discount_rate_window
+    CASE WHEN gross_window > 0 THEN discount_window / gross_window ELSE 0 END AS discount_rate_window,
+    -- Juno's value score (juno/score.py): window value halved every quarter window since the last order.
+    ROUND(GREATEST(value_window_raw, 0) * POWER(0.5, LEAST(COALESCE(recency_days, {10 * window_days}),
+      {10 * window_days}) / {_num(max(window_days / 4.0, 1.0))}), 4) AS value_score
   FROM sig
 )"""
 
@@ -192,15 +234,15 @@ def _where(cid: str, ctx: Context) -> str:
         if not math.isfinite(r["vip_cut"]):
             return "FALSE"
         return (
-            f"s.value_window >= {_cut(r['vip_cut'])}\n  AND s.orders_window >= {th.vip_min_orders}"
+            f"s.value_score >= {_cut(r['vip_cut'])}\n  AND s.orders_window >= {th.vip_min_orders}"
             f"\n  AND s.recency_days <= {th.active_days}\n  AND {_not_discount_dependent(ctx)}"
         )
     if cid == "near_vip":
         if not math.isfinite(r["near_vip_cut"]):
             return "FALSE"
-        upper = f"\n  AND s.value_window < {_cut(r['vip_cut'])}" if math.isfinite(r["vip_cut"]) else ""
+        upper = f"\n  AND s.value_score < {_cut(r['vip_cut'])}" if math.isfinite(r["vip_cut"]) else ""
         return (
-            f"s.value_window >= {_cut(r['near_vip_cut'])}{upper}\n  AND s.recency_days <= {th.active_days}"
+            f"s.value_score >= {_cut(r['near_vip_cut'])}{upper}\n  AND s.recency_days <= {th.active_days}"
         )
     if cid == "lapsed_high_value":
         if not math.isfinite(r["high_value_cut"]):
@@ -237,8 +279,8 @@ g AS (
 )"""
 
 
-def _signal_sql(cid: str, ctx: Context, config: Config, as_of_s: float, window_s: float) -> str:
-    ctes = [_base_ctes(as_of_s, window_s), _population_cte(config)]
+def _signal_sql(cid: str, ctx: Context, config: Config, base: str) -> str:
+    ctes = [base, _population_cte(config)]
     join = ""
     if cid == "lapsed_high_value":
         ctes.append(_GAPS_CTE)
@@ -273,9 +315,7 @@ def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
     return rows
 
 
-def _replenishment_sql(
-    result: RunResult, ctx: Context, config: Config, as_of_s: float, window_s: float
-) -> str:
+def _replenishment_sql(result: RunResult, ctx: Context, config: Config, base: str, as_of_s: float) -> str:
     rows = _cycle_rows(result)
     if not rows:
         return (
@@ -287,7 +327,7 @@ def _replenishment_sql(
         f"({_str(lv)}, {_str(pr)}, {('CAST(NULL AS VARCHAR)' if cat is None else _str(cat))}, {_num(days)})"
         for lv, pr, cat, days in rows
     )
-    return f"""WITH {_base_ctes(as_of_s, window_s)},
+    return f"""WITH {base},
 {_population_cte(config)},
 cycle (level, product, category, cycle_days) AS (
   -- The store's median reorder interval per replenishable product, as estimated by this run.
@@ -351,10 +391,15 @@ def sql_for(cid: str, result: RunResult) -> str:
         + ".\n-- Optional columns your extract lacks must exist as NULL. Naive timestamps are read in the"
         " session time zone; Juno reads them as UTC.\n"
     )
+    cost_from = None
+    if result.signals is not None and result.signals.value_column == "margin":
+        orders_cost = result.store.orders["cost"].notna().any()
+        cost_from = "orders" if orders_cost else "lines"
+    base = _base_ctes(as_of_s, window_s, cost_from, config.window_days)
     if cid == "replenishment_ready":
-        body = _replenishment_sql(result, ctx, config, as_of_s, window_s)
+        body = _replenishment_sql(result, ctx, config, base, as_of_s)
     else:
-        body = _signal_sql(cid, ctx, config, as_of_s, window_s)
+        body = _signal_sql(cid, ctx, config, base)
     return header + body + "\n"
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from juno.config import Config
 from juno.identity import duplicate_groups
+from juno.score import value_score
 from juno.parse import isin
 from juno.validate import Store
 
@@ -231,11 +232,13 @@ def compute_signals(store: Store, config: Config) -> Signals:
     use_margin = config.value == "margin" and store.has_cost
     f["value_window"] = f["margin_window"] if use_margin else f["net_revenue_window"]
     f["value_lifetime"] = f["margin_lifetime"] if use_margin else f["net_revenue_lifetime"]
+    # The ranking score for VIP / near-VIP, chosen by backtest (docs/backtest.md).
+    f["value_score"] = value_score(f, config.window_days, as_of)
 
     if config.duplicates.merge:
         # Merged-away records carry no signals of their own: their orders count on the root.
         gone = f["merged_into"].notna().to_numpy()
-        for col in ("orders_lifetime", "orders_window", "net_revenue_lifetime", "value_window"):
+        for col in ("orders_lifetime", "orders_window", "net_revenue_lifetime", "value_window", "value_score"):
             f.loc[gone, col] = 0
 
     total_net = float(net[counts].sum())

@@ -124,6 +124,7 @@ def test_stability_measures_members_kept() -> None:
             "merged_into": pd.Series([pd.NA] * 100, dtype="string"),
             "value_window": np.arange(1, 101, dtype=float),
             "value_lifetime": np.arange(1, 101, dtype=float),
+            "value_score": np.arange(1, 101, dtype=float),
             "orders_window": 3,
             "orders_lifetime": 3,
             "recency_days": 10.0,

@@ -37,6 +37,8 @@ def ctx_for(rows: dict[str, dict[str, object]], config: Config | None = None, p7
     config = config or Config()
     recs = [{"customer_id": cid, **DEFAULTS, **vals} for cid, vals in rows.items()]
     f = pd.DataFrame(recs)
+    if "value_score" not in f:
+        f["value_score"] = f["value_window"]  # the rules read the score; these cases set it directly
     f["merged_into"] = f["merged_into"].astype("string")
     sig = Signals(
         frame=f,
@@ -160,7 +162,8 @@ def test_precedence_picks_one_primary_and_is_configurable() -> None:
 def test_rule_text_shows_actual_thresholds() -> None:
     ctx = ctx_for(ten_customers())
     text = RULES["vip"].rule_text(ctx)
-    assert "net revenue 365d >= 1,000.00" in text and "orders 365d >= 2" in text and "120d" in text
+    assert "value score >= 1,000.00 (top 10%" in text and "orders 365d >= 2" in text and "120d" in text
+    assert "net revenue 365d x 0.5^(days since last order / 91.25)" in text
 
 
 # ---- replenishment cycles on a real (tiny) store ----

@@ -67,7 +67,7 @@ def test_two_runs_are_byte_identical(example_run: Path, tmp_path: Path) -> None:
 
 def test_cohort_table_reads_well(example_run: Path) -> None:
     md = (example_run / "cohorts.md").read_text()
-    assert "net revenue 365d >= " in md and "Confidence:" in md and "P1" in md
+    assert "value score >= " in md and "orders 365d >= 2" in md and "Confidence:" in md and "P1" in md
     brief = (example_run / "brief.md").read_text()
     assert brief.startswith("# DRAFT")
     assert "Written from the template" in brief
