@@ -487,6 +487,20 @@ def _cassette_files() -> list[Path]:
     return sorted(CASSETTES.rglob("*.yaml"))
 
 
+def test_cassettes_hold_the_request_the_code_sends_today() -> None:
+    """Stale request bodies would make the privacy scan below check yesterday's prompt."""
+    current = m.build_request(sample_facts(), narrative_config())
+    for path in _cassette_files():
+        first = json.loads(
+            yamlserializer.deserialize(path.read_text(encoding="utf-8"))["interactions"][0]["request"]["body"]
+        )
+        for key in ("messages", "response_format"):
+            assert first[key] == current[key], (
+                f"{path.name} is stale ({key}): run `JUNO_RECORD_MODE=rewrite .venv/bin/pytest"
+                " tests/test_narrative_model.py` (see cassettes/README.md)"
+            )
+
+
 def test_cassettes_are_scrubbed() -> None:
     files = _cassette_files()
     assert len(files) >= 10
