@@ -228,21 +228,27 @@ def _not_discount_dependent(ctx: Context) -> str:
     )
 
 
+def _rank_column(cid: str) -> str:
+    """The value VIP / near-VIP rank on: the value score when the rule uses one, else window value."""
+    return "s.value_score" if "value_score" in RULES[cid].signals_used else "s.value_window"
+
+
 def _where(cid: str, ctx: Context) -> str:
     th, r = ctx.th, ctx.resolved
     if cid == "vip":
         if not math.isfinite(r["vip_cut"]):
             return "FALSE"
         return (
-            f"s.value_score >= {_cut(r['vip_cut'])}\n  AND s.orders_window >= {th.vip_min_orders}"
+            f"{_rank_column(cid)} >= {_cut(r['vip_cut'])}\n  AND s.orders_window >= {th.vip_min_orders}"
             f"\n  AND s.recency_days <= {th.active_days}\n  AND {_not_discount_dependent(ctx)}"
         )
     if cid == "near_vip":
         if not math.isfinite(r["near_vip_cut"]):
             return "FALSE"
-        upper = f"\n  AND s.value_score < {_cut(r['vip_cut'])}" if math.isfinite(r["vip_cut"]) else ""
+        rank = _rank_column(cid)
+        upper = f"\n  AND {rank} < {_cut(r['vip_cut'])}" if math.isfinite(r["vip_cut"]) else ""
         return (
-            f"s.value_score >= {_cut(r['near_vip_cut'])}{upper}\n  AND s.recency_days <= {th.active_days}"
+            f"{rank} >= {_cut(r['near_vip_cut'])}{upper}\n  AND s.recency_days <= {th.active_days}"
         )
     if cid == "lapsed_high_value":
         if not math.isfinite(r["high_value_cut"]):

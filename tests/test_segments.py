@@ -21,7 +21,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "store"
 TABLES = ("orders", "order_lines", "customers", "support_tickets", "subscriptions")
 
 
-def tiny_store(folder: Path, n: int = 400, seed: int = 3) -> Path:
+def tiny_store(folder: Path, n: int = 400, seed: int = 3, cost_on: str | None = None) -> Path:
     """A random but fixed store with cancellations, refunds, discounts, tags and repeat products."""
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -48,7 +48,8 @@ def tiny_store(folder: Path, n: int = 400, seed: int = 3) -> Path:
     refunded = np.where(rng.random(m) < 0.05, revenue, np.where(rng.random(m) < 0.05, 5.0, 0.0))
     cancelled = np.where(rng.random(m) < 0.04, "2026-01-01T00:00:00Z", "")
     oid = [f"O{i:05d}" for i in range(m)]
-    pd.DataFrame(
+    unit_cost = np.where(rng.random(m) < 0.1, np.nan, np.round(revenue * rng.uniform(0.2, 0.6, m), 2))
+    orders = pd.DataFrame(
         {
             "order_id": oid,
             "customer_id": np.array(ids)[cust],
@@ -59,9 +60,12 @@ def tiny_store(folder: Path, n: int = 400, seed: int = 3) -> Path:
             "cancelled_at": cancelled,
             "discount_code": np.where(rng.random(m) < 0.1, "WELCOME", ""),
         }
-    ).to_csv(folder / "orders.csv", index=False)
+    )
+    if cost_on == "orders":
+        orders["cost"] = unit_cost
+    orders.to_csv(folder / "orders.csv", index=False)
     cats = rng.choice(["coffee", "Coffee ", "mugs", "pet food"], m)
-    pd.DataFrame(
+    lines = pd.DataFrame(
         {
             "order_id": oid,
             "sku": np.char.add("SKU-", rng.integers(0, 4, m).astype(str)),
@@ -69,7 +73,10 @@ def tiny_store(folder: Path, n: int = 400, seed: int = 3) -> Path:
             "quantity": 1,
             "price": revenue,
         }
-    ).to_csv(folder / "order_lines.csv", index=False)
+    )
+    if cost_on == "lines":
+        lines["cost"] = unit_cost
+    lines.to_csv(folder / "order_lines.csv", index=False)
     return folder
 
 
@@ -128,6 +135,17 @@ def test_sql_parity_with_as_of_and_countries(tmp_path: Path) -> None:
     result = juno.run(store, tmp_path / "run", config=config, narrative="template")
     sizes = assert_parity(result, store)
     assert sum(sizes.values()) > 0
+
+
+@pytest.mark.parametrize("cost_on", ["orders", "lines"])
+def test_sql_parity_margin(tmp_path: Path, cost_on: str) -> None:
+    store = tiny_store(tmp_path / "store", seed=21, cost_on=cost_on)
+    loose = Thresholds(min_reorder_pairs=5, min_sku_reorder_pairs=5, max_cycle_spread=10)
+    config = Config(value="margin", thresholds=loose)
+    result = juno.run(store, tmp_path / "run", config=config, narrative="template")
+    assert result.signals is not None and result.signals.value_column == "margin"
+    sizes = assert_parity(result, store)
+    assert sizes["vip"] > 0 and sizes["lapsed_high_value"] > 0
 
 
 @pytest.mark.skipif(not (EXAMPLE / "orders.csv").exists(), reason="examples/store not generated")
