@@ -434,6 +434,10 @@ def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
     money = "amount_spent is lifetime gross spend, not net revenue in the window"
     parts: list[str]
     exact = False
+    scored = "value_score" in RULES["vip"].signals_used
+    if scored:
+        # The score never exceeds the window value, so amount_spent >= cut keeps every member.
+        money += "; the recency-weighted value score cannot be expressed (the cut is a lower bound)"
     if cid == "vip":
         parts = [
             f"amount_spent >= {_money(r['vip_cut'])}",
@@ -442,12 +446,11 @@ def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
         ]
         note = f"Approximation: {money}; discount dependence cannot be expressed."
     elif cid == "near_vip":
-        parts = [
-            f"amount_spent >= {_money(r['near_vip_cut'])}",
-            f"amount_spent < {_money(r['vip_cut'])}",
-            f"last_order_date >= -{th.active_days}d",
-        ]
-        note = f"Approximation: {money}."
+        parts = [f"amount_spent >= {_money(r['near_vip_cut'])}"]
+        if not scored:
+            parts.append(f"amount_spent < {_money(r['vip_cut'])}")
+        parts.append(f"last_order_date >= -{th.active_days}d")
+        note = f"Approximation: {money}" + ("; 'not VIP' cannot be expressed." if scored else ".")
     elif cid == "lapsed_high_value":
         parts = [
             f"amount_spent >= {_money(r['high_value_cut'])}",
