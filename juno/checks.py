@@ -37,16 +37,15 @@ def _covered_by_active_subscription(ctx: Context, subs: pd.DataFrame | None, ids
         return out
     act = subs[subs["status"] == "active"]
     code = ids.get_indexer(pd.Index(act["customer_id"]))
-    by_cat = set(zip(code, act["category"].fillna(""), strict=True))
-    by_sku = set(zip(code, act["sku"].fillna(""), strict=True))
     d_c = due["c"].to_numpy(int)
-    hit = np.array(
-        [
-            (c, cat) in by_cat or (c, prod) in by_sku
-            for c, cat, prod in zip(d_c, due["category"].fillna(""), due["product"], strict=True)
-        ],
-        dtype=bool,
-    )
+
+    def covered(sub_key: pd.Series, due_key: pd.Series) -> np.ndarray:
+        """Due rows whose (customer, key) pair an active subscription has: one hash join."""
+        have = pd.MultiIndex.from_arrays([code, sub_key.fillna("").to_numpy(object)])
+        wanted = pd.MultiIndex.from_arrays([d_c, due_key.to_numpy(object)])
+        return np.asarray(wanted.isin(have), dtype=bool)
+
+    hit = covered(act["category"], due["category"].fillna("")) | covered(act["sku"], due["product"])
     out[d_c[hit]] = True
     return out
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,8 @@ class PurchaseHistory:
     purchases: pd.DataFrame
     gaps: dict[str, pd.DataFrame]  # "category" / "sku" -> c, product key, day, gap
     reason_none: str | None
+    # Aggregates that no threshold changes, kept for the stability re-runs (+-10% thresholds).
+    cache: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def purchase_history(store: Store, code: np.ndarray) -> PurchaseHistory:
@@ -97,16 +99,18 @@ def estimate_cycles(
         d = h.gaps[level]
         if d.empty:
             continue
-        g = d.groupby(key, sort=True)["gap"]
-        stats = pd.DataFrame(
-            {
-                "median_days": g.median(),
-                "pairs": g.count(),
-                "customers": d.groupby(key, sort=True)["c"].nunique(),
-                "spread": (g.quantile(0.75) - g.quantile(0.25)) / g.median(),
-            }
-        )
-        stats = stats.reset_index().rename(columns={key: "product"})
+        if "stats:" + level not in h.cache:
+            g = d.groupby(key, sort=True)["gap"]
+            base = pd.DataFrame(
+                {
+                    "median_days": g.median(),
+                    "pairs": g.count(),
+                    "customers": d.groupby(key, sort=True)["c"].nunique(),
+                    "spread": (g.quantile(0.75) - g.quantile(0.25)) / g.median(),
+                }
+            )
+            h.cache["stats:" + level] = base.reset_index().rename(columns={key: "product"})
+        stats = h.cache["stats:" + level].copy()
         stats["level"] = level
         enough = stats["pairs"] >= min_pairs
         short = stats["median_days"] <= th.max_cycle_days
@@ -127,8 +131,10 @@ def estimate_cycles(
         cyc = stats.loc[stats["replenishable"], ["product", "median_days"]].set_index("product")["median_days"]
         if cyc.empty:
             continue
-        last = d.groupby(["c", key], sort=True).agg(last_at=("day", "max"), purchases=("day", "count"))
-        last = last.reset_index()
+        if "last:" + level not in h.cache:
+            last = d.groupby(["c", key], sort=True).agg(last_at=("day", "max"), purchases=("day", "count"))
+            h.cache["last:" + level] = last.reset_index()
+        last = h.cache["last:" + level]
         last = last[last[key].isin(cyc.index)]
         cycle = last[key].map(cyc).to_numpy(float)
         due_at = last["last_at"].to_numpy() + (cycle * 86400).astype("timedelta64[s]")
@@ -157,7 +163,9 @@ def estimate_cycles(
         due["category"] = np.where(
             due["level"] == "category", due["product"], due["product"].map(sku_cat).to_numpy()
         )
-        cat_last = p.groupby(["c", "category"])["day"].max()
+        if "cat_last" not in h.cache:
+            h.cache["cat_last"] = p.groupby(["c", "category"])["day"].max().to_frame()
+        cat_last = h.cache["cat_last"]["day"]
         pairs = pd.MultiIndex.from_arrays([due["c"], due["category"]])
         later = cat_last.reindex(pairs).to_numpy() > due["last_at"].to_numpy()
         due = due[~later].sort_values(["c", "level", "product"], kind="stable").reset_index(drop=True)

@@ -223,6 +223,7 @@ def run(
 
     def validate_step() -> None:
         result.store = validate(state["source"], config)
+        state["source"] = None  # the raw string tables: free them before the later steps peak
 
     def signals_step() -> None:
         assert result.store is not None

@@ -71,17 +71,22 @@ class _Rejects:
         self.raw = raw
         self.reason = np.full(len(raw.frame), None, dtype=object)
         self.detail = np.full(len(raw.frame), None, dtype=object)
+        self._ok = np.ones(len(raw.frame), dtype=bool)  # no reason yet
 
     def add(self, mask: pd.Series | np.ndarray, reason: str, detail: pd.Series | None = None) -> None:
         m = _b(pd.Series(mask)) if not isinstance(mask, np.ndarray) else mask
-        new = m & (self.reason == None)  # noqa: E711 - elementwise on an object array
+        new = m & self._ok
+        if not new.any():
+            return
         self.reason[new] = reason
+        self._ok[new] = False
         if detail is not None:
-            self.detail[new] = np.asarray(detail.astype("string").fillna(""), dtype=object)[new]
+            # Text of the rejected cells only: converting the whole column costs seconds per million.
+            self.detail[new] = np.asarray(detail[new].astype("string").fillna(""), dtype=object)
 
     @property
     def ok(self) -> np.ndarray:
-        return np.asarray(self.reason == None, dtype=bool)  # noqa: E711
+        return self._ok.copy()
 
     def frame(self, revenue: pd.Series | None = None) -> pd.DataFrame:
         bad = ~self.ok
@@ -391,15 +396,18 @@ def _orders(
     ok_now = pd.Series(rej.ok, index=f.index)
     dup_any = order_id.duplicated(keep=False) & ok_now & order_id.notna()
     if dup_any.any():
+        # Only rows sharing an order id can share a content key: build keys for those alone.
+        shared = order_id.duplicated(keep=False).to_numpy(bool)
         sig = pd.DataFrame(
             {"o": order_id, "c": cid, "d": ordered_at, "r": revenue, "x": refunded}
-        ).astype("string").fillna("")
-        key = sig.agg("|".join, axis=1)
+        )[shared].astype("string").fillna("")
+        key = pd.Series(False, index=f.index)
+        key[shared] = sig.agg("|".join, axis=1).duplicated(keep="first").to_numpy(bool)
         cand = dup_any
         first = order_id[cand].duplicated(keep="first")
         later = pd.Series(False, index=f.index)
         later[first.index] = first
-        same = later & key.duplicated(keep="first")
+        same = later & key
         rej.add(_b(same), "duplicate order id (identical row, first kept)", order_id)
         rej.add(_b(later & ~same), "duplicate order id with different content (first kept)", order_id)
 

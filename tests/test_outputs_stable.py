@@ -1,0 +1,151 @@
+"""Optimised code paths give exactly what the straightforward implementations they replaced give.
+
+Outputs may change for good reasons (new columns, rule fixes); these tests pin only that each
+fast path is equivalent to its plain reference, so a speed-up can never change a byte.
+"""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pandas as pd
+
+from juno.checks import _covered_by_active_subscription
+from juno.parse import isin
+from juno.render import csv_frame, format_datetimes, format_float, format_floats
+from juno.signals import join_by_group
+
+
+def _reference_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """csv_frame as first written: strftime and a Python format per float."""
+    out = csv_frame(frame)
+    for col in frame.columns:
+        s = frame[col]
+        if s.dtype.kind == "M":
+            out[col] = s.dt.strftime("%Y-%m-%dT%H:%M:%S").astype("string")
+        elif s.dtype.kind == "f":
+            out[col] = pd.Series(np.round(s.to_numpy(float), 4), index=s.index).map(format_float)
+    return out
+
+
+EDGE_FLOATS = [
+    0.0, -0.0, -0.00004, 0.00005, -0.00005, 0.00015, 0.12345, 1.00005, 2.5, 123.45675,
+    999_999_999.99995, 1e9, -1e9, 1e15, -3.2e12, float("inf"), float("-inf"), float("nan"),
+]
+
+
+def test_float_text_matches_python_formatting() -> None:
+    rng = np.random.default_rng(3)
+    v = np.r_[
+        rng.normal(0, 1000, 50_000),
+        rng.normal(0, 1, 50_000),
+        np.round(rng.normal(0, 100, 50_000), 2),
+        rng.integers(-10**6, 10**6, 10_000).astype(float) / 10_000,
+        EDGE_FLOATS,
+    ]
+    expected = np.array([format_float(x) for x in np.round(v, 4)], dtype=object)
+    assert (format_floats(v) == expected).all()
+
+
+def test_datetime_text_matches_strftime() -> None:
+    s = pd.Series(
+        pd.to_datetime(["2024-01-01 12:34:56.999", None, "1999-12-31", "2026-11-30 23:59:59"], format="mixed")
+    )
+    for unit in ("ns", "ms", "s"):
+        x = s.astype(f"datetime64[{unit}]")
+        expected = x.dt.strftime("%Y-%m-%dT%H:%M:%S").astype("string")
+        pd.testing.assert_series_equal(format_datetimes(x), expected)
+
+
+def test_csv_bytes_match_reference() -> None:
+    rng = np.random.default_rng(5)
+    n = 2_000
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Series([f"C{i}" for i in range(n)], dtype="string"),
+            "value": rng.normal(0, 500, n),
+            "share": np.where(rng.random(n) < 0.1, np.nan, rng.random(n)),
+            "at": pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(0, 10**8, n), unit="s"),
+            "n": rng.integers(0, 9, n),
+            "ok": rng.random(n) < 0.5,
+            "note": pd.Series(rng.choice(["=SUM(A1)", "plain", None, "-1"], n), dtype="string"),
+        }
+    )
+    frame.loc[::7, "at"] = pd.NaT
+    fast = csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="")
+    slow = _reference_csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="")
+    assert fast == slow
+
+
+def test_isin_matches_pandas() -> None:
+    s = pd.Series(["a", None, "b", "c", "a"], dtype="string")
+    for values in (
+        pd.Series(["a", "c"], dtype="string"),
+        pd.Index(["b"]),
+        pd.Index(["a", None], dtype="string"),
+        np.array(["a"], dtype=object),
+        pd.Index([], dtype="string"),
+    ):
+        assert (isin(s, values) == s.isin(values).to_numpy(bool)).all()
+    ints = pd.Series([1, 2, 3])
+    assert (isin(ints, [2]) == np.array([False, True, False])).all()
+
+
+def test_join_by_group_matches_groupby_join() -> None:
+    rng = np.random.default_rng(7)
+    keys = np.sort(rng.integers(0, 300, 2_000))
+    texts = rng.choice(np.array(["coffee", "tea", "skin care", "a;b"], dtype=object), 2_000)
+    got_keys, got = join_by_group(keys, texts)
+    expected = pd.Series(texts).groupby(keys).agg(";".join)
+    assert (got_keys == expected.index.to_numpy()).all()
+    assert (got == expected.to_numpy()).all()
+    empty_keys, empty = join_by_group(np.array([], dtype=int), np.array([], dtype=object))
+    assert len(empty_keys) == 0 and len(empty) == 0
+
+
+def _reference_covered(ctx: types.SimpleNamespace, subs: pd.DataFrame, ids: pd.Index) -> np.ndarray:
+    """The per-row set lookup the merge replaced."""
+    out = np.zeros(len(ctx.f), dtype=bool)
+    due = ctx.cycles.due
+    act = subs[subs["status"] == "active"]
+    code = ids.get_indexer(pd.Index(act["customer_id"]))
+    by_cat = set(zip(code, act["category"].fillna(""), strict=True))
+    by_sku = set(zip(code, act["sku"].fillna(""), strict=True))
+    d_c = due["c"].to_numpy(int)
+    hit = np.array(
+        [
+            (c, cat) in by_cat or (c, prod) in by_sku
+            for c, cat, prod in zip(d_c, due["category"].fillna(""), due["product"], strict=True)
+        ],
+        dtype=bool,
+    )
+    out[d_c[hit]] = True
+    return out
+
+
+def test_subscription_cover_matches_row_lookup() -> None:
+    rng = np.random.default_rng(11)
+    n, m, k = 1_000, 1_500, 3_000
+    ids = pd.Index([f"C{i:05d}" for i in range(n)])
+    cats = np.array(["coffee", "tea", None, "skin"], dtype=object)
+    subs = pd.DataFrame(
+        {
+            "customer_id": pd.Series(rng.choice(ids.to_numpy(), m), dtype="string"),
+            "status": pd.Series(rng.choice(["active", "paused"], m), dtype="string"),
+            "sku": pd.Series(rng.choice(np.array(["A", "B", None], dtype=object), m), dtype="string"),
+            "category": pd.Series(rng.choice(cats, m), dtype="string"),
+        }
+    )
+    due = pd.DataFrame(
+        {
+            "c": rng.integers(0, n, k),
+            "category": rng.choice(cats, k),
+            "product": rng.choice(np.array(["A", "B", "coffee", "tea", "X"], dtype=object), k),
+        }
+    )
+    ctx = types.SimpleNamespace(f=pd.DataFrame({"x": np.zeros(n)}), cycles=types.SimpleNamespace(due=due))
+    got = _covered_by_active_subscription(ctx, subs, ids)  # type: ignore[arg-type]
+    expected = _reference_covered(ctx, subs, ids)
+    assert got.any()
+    assert (got == expected).all()
