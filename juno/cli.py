@@ -107,16 +107,11 @@ def run_cmd(
     if update:
         cfg = cfg.model_copy(update=update)
     if show_prompt:
-        from juno.pipeline import build_facts
+        from juno.narrative.model import show_prompt as render_request
 
         result = run(store, None, config=cfg, narrative="template", config_dir=cfg_path.parent if cfg_path else None)
-        from juno.narrative.model import build_request
-
-        import json
-
         assert result.brief is not None
-        typer.echo(json.dumps(build_request(result.brief.facts, cfg.narrative), indent=2))
-        _ = build_facts
+        typer.echo(render_request(result.brief.facts, cfg.narrative))
         return
     result = run(
         store,
