@@ -70,14 +70,21 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return v, bad
 
 
+def _as_ns(v: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """Nanosecond timestamps; dates outside 1677-2262 (year -1, 9999) become missing, and bad."""
+    if v.dtype == "datetime64[ns]":
+        return v, pd.Series(False, index=v.index)
+    outside = (v < pd.Timestamp.min) | (v > pd.Timestamp.max)
+    return v.mask(outside).astype("datetime64[ns]"), outside.fillna(False).astype(bool)
+
+
 def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Timestamps as naive UTC; offsets honoured, dates alone accepted. Returns (values, bad)."""
     if s.dtype.kind == "M":
         v = s
         if getattr(v.dt, "tz", None) is not None:
             v = v.dt.tz_convert("UTC").dt.tz_localize(None)
-        v = v.astype("datetime64[ns]")
-        bad = pd.Series(False, index=s.index)
+        v, bad = _as_ns(v)
     else:
         t = s.astype("string").str.strip()
         empty = t.isna() | (t == "")
@@ -86,7 +93,7 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         if failed.any():
             w = pd.to_datetime(t[failed], utc=True, format="mixed", errors="coerce")
             v[failed] = w
-        v = v.dt.tz_localize(None).astype("datetime64[ns]")
+        v, _ = _as_ns(v.dt.tz_localize(None))
         bad = v.isna() & ~empty
     implausible = v < EARLIEST
     v = v.mask(implausible)
