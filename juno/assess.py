@@ -122,7 +122,9 @@ def confidence(
         reasons.append(text)
 
     if size < th.min_cohort_size:
-        note("low", f"thin sample: {size} members (< {th.min_cohort_size}); pilot it or merge with a neighbour")
+        note(
+            "low", f"thin sample: {size} members (< {th.min_cohort_size}); pilot it or merge with a neighbour"
+        )
     elif size < 2 * th.min_cohort_size:
         note("medium", f"small cohort: {size} members")
     else:

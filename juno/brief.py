@@ -90,7 +90,9 @@ class Facts(_Model):
     orders_used: int
     history_days: int
     margin_coverage: float
-    consent_known_share: float = Field(default=1.0, description="share of customers whose email consent is known")
+    consent_known_share: float = Field(
+        default=1.0, description="share of customers whose email consent is known"
+    )
     margin_incomplete: bool
     rejected_rows: int
     rejected_by_reason: list[ReasonCount]

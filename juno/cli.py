@@ -68,9 +68,7 @@ def run_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="run folder to write")] = Path("out"),
     config: ConfigOpt = None,
     as_of: Annotated[str | None, typer.Option("--as-of", help="evaluation date YYYY-MM-DD")] = None,
-    narrative: Annotated[
-        str | None, typer.Option("--narrative", help="auto | model | template")
-    ] = None,
+    narrative: Annotated[str | None, typer.Option("--narrative", help="auto | model | template")] = None,
     cohorts: Annotated[
         str | None, typer.Option("--cohorts", help="comma-separated cohort ids to build")
     ] = None,
@@ -109,7 +107,9 @@ def run_cmd(
     if show_prompt:
         from juno.narrative.model import show_prompt as render_request
 
-        result = run(store, None, config=cfg, narrative="template", config_dir=cfg_path.parent if cfg_path else None)
+        result = run(
+            store, None, config=cfg, narrative="template", config_dir=cfg_path.parent if cfg_path else None
+        )
         assert result.brief is not None
         typer.echo(render_request(result.brief.facts, cfg.narrative))
         return

@@ -193,10 +193,7 @@ def _first_to_second(ctx: Context) -> Membership:
     window = ctx.resolved["second_order_window"]
     rec = _num(f, "recency_days")
     mask = (
-        ctx.eligible
-        & (_num(f, "orders_lifetime") == 1)
-        & (rec >= th.first_order_min_days)
-        & (rec <= window)
+        ctx.eligible & (_num(f, "orders_lifetime") == 1) & (rec >= th.first_order_min_days) & (rec <= window)
     )
     return Membership(
         mask, _codes((mask, "one_order"), (mask, f"first_order_{th.first_order_min_days}_{window:g}d_ago"))
@@ -244,7 +241,13 @@ RULES: dict[str, CohortRule] = {
             allowed_actions=("loyalty treatment", "review"),
             risk="over-messaging; teaching a full-price buyer to wait for discounts; an unresolved service issue",
             value_signal="value score (window value, recency-weighted)",
-            threshold_keys=("vip_share", "vip_min_orders", "active_days", "discount_share_min", "discount_rate_min"),
+            threshold_keys=(
+                "vip_share",
+                "vip_min_orders",
+                "active_days",
+                "discount_share_min",
+                "discount_rate_min",
+            ),
             signals_used=("value_score", "orders_window", "recency_days", "discount_share_window"),
             margin_sensitive=False,
             needs_history=False,

@@ -6,20 +6,12 @@ import difflib
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from juno.errors import ConfigError
 
-COHORT_IDS = (
-    "lapsed_high_value",
-    "vip",
-    "replenishment_ready",
-    "near_vip",
-    "discount_risk",
-    "first_to_second",
-)
 CohortId = Literal[
     "lapsed_high_value",
     "vip",
@@ -28,14 +20,9 @@ CohortId = Literal[
     "discount_risk",
     "first_to_second",
 ]
-_DEFAULT_ORDER: tuple[CohortId, ...] = (
-    "lapsed_high_value",
-    "vip",
-    "replenishment_ready",
-    "near_vip",
-    "discount_risk",
-    "first_to_second",
-)
+# The default precedence: the order of the Literal above.
+_DEFAULT_ORDER: tuple[CohortId, ...] = get_args(CohortId)
+COHORT_IDS: tuple[str, ...] = _DEFAULT_ORDER
 Channel = Literal["email", "sms", "paid_audience", "onsite", "none"]
 
 
@@ -101,21 +88,18 @@ class Thresholds(_Strict):
     lapse_multiple: float = Field(default=2.0, gt=0, description="lapsed after this x own gap")
     lapse_min_days: int = Field(default=90, ge=1, description="never lapsed before this")
     lost_days: int = Field(default=540, ge=1, description="lapsed longer than this = lost")
-    discount_min_orders: int = Field(
-        default=2, ge=1, description="orders in window needed for discount_risk"
-    )
-    discount_share_min: float = Field(
-        default=0.7, ge=0, le=1, description="share of orders with a discount"
-    )
-    discount_rate_min: float = Field(
-        default=0.25, ge=0, le=1, description="discount / gross merchandise"
-    )
+    discount_min_orders: int = Field(default=2, ge=1, description="orders in window needed for discount_risk")
+    discount_share_min: float = Field(default=0.7, ge=0, le=1, description="share of orders with a discount")
+    discount_rate_min: float = Field(default=0.25, ge=0, le=1, description="discount / gross merchandise")
     first_order_min_days: int = Field(
         default=7, ge=0, description="first_to_second: at least this many days since the order"
     )
     second_order_window: int | None = Field(
         default=None,
-        description="first_to_second: at most this many days (default: the store's p75 first-to-second gap, 90 when unknown)",
+        description=(
+            "first_to_second: at most this many days"
+            " (default: the store's p75 first-to-second gap, 90 when unknown)"
+        ),
     )
     support_window_days: int = Field(default=30, ge=0, description="recent ticket window")
     cooldown_days: int = Field(default=7, ge=0, description="ordered within this = hold")
@@ -126,9 +110,7 @@ class Thresholds(_Strict):
         le=1,
         description="margin incomplete when cost is missing for more than this share of revenue",
     )
-    min_history_days: int = Field(
-        default=180, ge=1, description="history lapse and replenishment need"
-    )
+    min_history_days: int = Field(default=180, ge=1, description="history lapse and replenishment need")
 
 
 class Duplicates(_Strict):
@@ -170,9 +152,7 @@ class Config(_Strict):
         default_factory=lambda: list(_DEFAULT_ORDER),
         description="primary cohort when a customer meets several",
     )
-    currency: str | None = Field(
-        default=None, description="expected currency (default: the one in the data)"
-    )
+    currency: str | None = Field(default=None, description="expected currency (default: the one in the data)")
     population: Population = Population()
     consent: Consent = Consent()
     thresholds: Thresholds = Thresholds()
@@ -190,7 +170,8 @@ class Config(_Strict):
         missing = [c for c in COHORT_IDS if c not in v]
         if missing or len(set(v)) != len(v):
             raise ValueError(
-                f"precedence must list each cohort once; missing {missing}" if missing
+                f"precedence must list each cohort once; missing {missing}"
+                if missing
                 else "precedence lists a cohort twice"
             )
         return v
@@ -230,9 +211,7 @@ def _check_unknown(data: dict[str, Any], model: type[BaseModel], where: str, pre
                 hint = f"did you mean `{prefix}{close[0]}`?"
             else:
                 hint = "valid keys here: " + ", ".join(candidates)
-            raise ConfigError(
-                f"unknown config key `{prefix}{key}`", file=where, hint=hint
-            )
+            raise ConfigError(f"unknown config key `{prefix}{key}`", file=where, hint=hint)
         ann = fields[key].annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel) and isinstance(value, dict):
             _check_unknown(value, ann, where, prefix + key + ".")

@@ -69,7 +69,10 @@ def build_facts(result: RunResult) -> Facts:
     config = result.config
     cust = result.customers
     rej = store.rejected["reason"].value_counts()
-    rejected_by = [ReasonCount(reason=str(k), count=int(v)) for k, v in sorted(rej.items(), key=lambda kv: (-kv[1], kv[0]))]
+    rejected_by = [
+        ReasonCount(reason=str(k), count=int(v))
+        for k, v in sorted(rej.items(), key=lambda kv: (-kv[1], kv[0]))
+    ]
     ready = [c for c in cl.cohort_facts if c.outreach_ready > 0]
     campaign = [c.cohort for c in sorted(ready, key=lambda c: int(c.priority[1:]))][:3]
     cycles = cl.cycles.table
@@ -211,9 +214,7 @@ def run(
 ) -> RunResult:
     """The whole job: from a store folder to a reviewed-ready draft (written to `out` when given)."""
     config = config or Config()
-    result = RunResult(
-        config=config, store_path=Path(store), previous=Path(previous) if previous else None
-    )
+    result = RunResult(config=config, store_path=Path(store), previous=Path(previous) if previous else None)
     state: dict[str, Any] = {"source": source}
     narrative_words: dict[str, tuple[Narrative, Provenance]] = {}
 

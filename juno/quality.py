@@ -48,7 +48,9 @@ def quality_report(store_path: Path, config: Config, config_dir: Path | None) ->
     first, last = orders["ordered_at"].min(), orders["ordered_at"].max()
     lines.append(f"Customers: {len(f):,} ({int((f['orders_lifetime'] > 0).sum()):,} with a counted order)")
     lines.append(f"Orders: {len(orders):,} ({int((~orders['counts']).sum()):,} cancelled or fully refunded)")
-    lines.append(f"Date range: {first:%Y-%m-%d} to {last:%Y-%m-%d}; as_of {store.as_of:%Y-%m-%d %H:%M} ({store.as_of_source})")
+    lines.append(
+        f"Date range: {first:%Y-%m-%d} to {last:%Y-%m-%d}; as_of {store.as_of:%Y-%m-%d %H:%M} ({store.as_of_source})"
+    )
     lines.append(f"Currency: {store.currency or 'not given'}")
     cov = sig.margin_coverage
     if store.has_cost:
@@ -58,7 +60,9 @@ def quality_report(store_path: Path, config: Config, config_dir: Path | None) ->
             + ("" if ok else f" — margin incomplete (> {th.margin_coverage_min:.0%} missing)")
         )
     else:
-        lines.append("Margin coverage: no cost column — margin unknown, margin-sensitive conclusions incomplete")
+        lines.append(
+            "Margin coverage: no cost column — margin unknown, margin-sensitive conclusions incomplete"
+        )
     known = f["email_consent"] != "unknown"
     lines.append(
         f"Consent: email known for {known.mean():.0%} of customers; "
@@ -76,8 +80,13 @@ def quality_report(store_path: Path, config: Config, config_dir: Path | None) ->
     hist = sig.history_days
     enough = hist >= th.min_history_days
     lines.append(
-        f"History: {hist:,} days" + ("" if enough else f" — shorter than the {th.min_history_days} days"
-        " that lapse and replenishment need: those cohorts get low confidence")
+        f"History: {hist:,} days"
+        + (
+            ""
+            if enough
+            else f" — shorter than the {th.min_history_days} days"
+            " that lapse and replenishment need: those cohorts get low confidence"
+        )
     )
     excluded = int(f["excluded"].sum())
     if excluded:

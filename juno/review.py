@@ -20,6 +20,7 @@ import pandas as pd
 from juno.checks import HOLD_FLAGS
 from juno.errors import JunoError
 from juno.render import FORMULA_START
+from juno.sources.generic import sha256_file
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult
@@ -82,14 +83,6 @@ class Review:
 
 
 # ---------------------------------------------------------------- hashing and the fingerprint
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def config_sha256(config: dict[str, Any]) -> str:

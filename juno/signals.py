@@ -9,8 +9,8 @@ import pandas as pd
 
 from juno.config import Config
 from juno.identity import duplicate_groups
-from juno.score import value_score
 from juno.parse import isin
+from juno.score import value_score
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")

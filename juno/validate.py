@@ -159,7 +159,7 @@ def validate(source: SourceResult, config: Config) -> Store:
     # Rows the adapter set aside (e.g. wrong field count) were read too.
     set_aside = source.rejected["table"].value_counts() if len(source.rejected) else pd.Series()
     rows_read = {name: len(t.frame) + int(set_aside.get(name, 0)) for name, t in source.tables.items()}
-    for name, raw in source.tables.items():
+    for _name, raw in source.tables.items():
         _require(raw, _file_of(raw, source.files))
 
     # ---- customers (first: orders may carry only an email that maps to a customer id) ----
@@ -324,7 +324,7 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
     rej.add(cid.isna(), "missing customer_id")
     dup = cid.duplicated(keep="first") & cid.notna()
     rej.add(dup, "duplicate customer_id (first row kept)", cid)
-    created, bad_created = parse_datetime(_col(f, "created_at"))
+    created, _bad_created = parse_datetime(_col(f, "created_at"))
     email_consent, bad_ec = parse_consent(_col(f, "email_consent"))
     sms_consent, bad_sc = parse_consent(_col(f, "sms_consent"))
     suppressed, _ = parse_bool(_col(f, "email_suppressed"))

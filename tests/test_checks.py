@@ -65,7 +65,7 @@ def test_flags_change_the_action_but_never_membership(tmp_path: Path) -> None:
 
 def test_sms_channel_uses_sms_consent(tmp_path: Path) -> None:
     config = cfg(consent={"primary_channel": "sms"})
-    sig, cl = _run(_store(tmp_path), config)
+    _sig, cl = _run(_store(tmp_path), config)
     assert cl.flags.frame["no_consent"].all()  # nobody has SMS consent
 
 
@@ -89,14 +89,16 @@ def test_subscription_conflicts(tmp_path: Path) -> None:
         subscriptions="customer_id,status,category\nC9,paused,coffee\nD,active,coffee\n",
     )
     sig, cl = _run(folder, Config())
-    f = sig.frame.assign(conf=cl.flags.frame["subscription_conflict"], detail=cl.flags.detail).set_index("customer_id")
+    f = sig.frame.assign(conf=cl.flags.frame["subscription_conflict"], detail=cl.flags.detail).set_index(
+        "customer_id"
+    )
     assert f.loc["C9", "conf"] and "paused or cancelled" in f.loc["C9", "detail"]
     assert f.loc["D", "conf"] and f.loc["D", "detail"] == "subscriber in discount_risk"
     assert not f.loc["C8", "conf"]
 
 
 def test_thin_sample_and_confidence_reasons(tmp_path: Path) -> None:
-    sig, cl = _run(_store(tmp_path), Config())
+    _sig, cl = _run(_store(tmp_path), Config())
     vip = next(c for c in cl.cohort_facts if c.cohort == "vip")
     assert vip.thin and vip.confidence == "low"
     assert any(r.startswith("thin sample") for r in vip.confidence_reasons)
@@ -104,7 +106,7 @@ def test_thin_sample_and_confidence_reasons(tmp_path: Path) -> None:
 
 
 def test_margin_incomplete_without_cost(tmp_path: Path) -> None:
-    sig, cl = _run(_store(tmp_path), Config())
+    _sig, cl = _run(_store(tmp_path), Config())
     assert cl.margin_incomplete
     dr = next(c for c in cl.cohort_facts if c.cohort == "discount_risk")
     assert dr.margin_incomplete
@@ -136,14 +138,25 @@ def test_stability_measures_members_kept() -> None:
         }
     )
     sig = Signals(f, pd.Timestamp("2025-01-01"), 400, 1.0, "net_revenue", None, None, 0)
-    cyc = Cycles(pd.DataFrame(columns=["replenishable", "pairs"]), pd.DataFrame(columns=["c"]), pd.DataFrame(), None)
+    cyc = Cycles(
+        pd.DataFrame(columns=["replenishable", "pairs"]), pd.DataFrame(columns=["c"]), pd.DataFrame(), None
+    )
     config = Config()
     ctx = make_context(sig, cyc, config)
     m = RULES["vip"].members(ctx)
     assert m.mask.sum() == 10
     kept, key = stability("vip", m.mask, config.thresholds, lambda th: make_context(sig, cyc, config, th))
     assert kept == 0.9 and key == "vip_share"  # 9% of 100 keeps 9 of the 10
-    level, reasons = confidence("vip", m, ctx, history_days=400, margin_incomplete=False, margin_coverage=1.0, stable=kept, unstable_key=key)
+    level, reasons = confidence(
+        "vip",
+        m,
+        ctx,
+        history_days=400,
+        margin_incomplete=False,
+        margin_coverage=1.0,
+        stable=kept,
+        unstable_key=key,
+    )
     assert level == "low" and "thin sample" in reasons[0]
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from helpers import cfg, write_store
 
 from juno.classify import run_classification
@@ -50,9 +49,14 @@ def ctx_for(rows: dict[str, dict[str, object]], config: Config | None = None, p7
         first_to_second_median=None,
         customers_with_second_order=0,
     )
-    cycles = Cycles(pd.DataFrame(columns=["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]),
-                    pd.DataFrame(columns=["c", "level", "product", "category", "last_at", "due_at", "purchases"]),
-                    pd.DataFrame(), "none")
+    cycles = Cycles(
+        pd.DataFrame(
+            columns=["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]
+        ),
+        pd.DataFrame(columns=["c", "level", "product", "category", "last_at", "due_at", "purchases"]),
+        pd.DataFrame(),
+        "none",
+    )
     return make_context(sig, cycles, config)
 
 
@@ -64,7 +68,12 @@ def members(cid: str, ctx) -> list[str]:  # type: ignore[no-untyped-def]
 def ten_customers(**over: dict[str, object]) -> dict[str, dict[str, object]]:
     """c0..c9 with window value 100..1000, 3 orders, active; overrides per customer."""
     rows = {
-        f"c{i}": {"value_window": 100.0 * (i + 1), "value_lifetime": 100.0 * (i + 1), "orders_window": 3, "orders_lifetime": 3}
+        f"c{i}": {
+            "value_window": 100.0 * (i + 1),
+            "value_lifetime": 100.0 * (i + 1),
+            "orders_window": 3,
+            "orders_lifetime": 3,
+        }
         for i in range(10)
     }
     for k, v in over.items():
@@ -145,7 +154,12 @@ def test_first_to_second_window_defaults_to_store_p75_then_90() -> None:
     }
     assert members("first_to_second", ctx_for(rows)) == ["b", "c", "d"]
     assert members("first_to_second", ctx_for(rows, p75=60.0)) == ["b", "c"]
-    assert members("first_to_second", ctx_for(rows, cfg(thresholds={"second_order_window": 91}))) == ["b", "c", "d", "e"]
+    assert members("first_to_second", ctx_for(rows, cfg(thresholds={"second_order_window": 91}))) == [
+        "b",
+        "c",
+        "d",
+        "e",
+    ]
 
 
 def test_precedence_picks_one_primary_and_is_configurable() -> None:
@@ -155,7 +169,14 @@ def test_precedence_picks_one_primary_and_is_configurable() -> None:
     ms["discount_risk"].mask[9] = True  # pretend c9 also meets discount_risk
     prim = primary(ms, Config().precedence, 10)
     assert prim[9] == "vip"
-    order = ["discount_risk", "vip", "lapsed_high_value", "replenishment_ready", "near_vip", "first_to_second"]
+    order = [
+        "discount_risk",
+        "vip",
+        "lapsed_high_value",
+        "replenishment_ready",
+        "near_vip",
+        "first_to_second",
+    ]
     assert primary(ms, order, 10)[9] == "discount_risk"
 
 
@@ -167,6 +188,7 @@ def test_rule_text_shows_actual_thresholds() -> None:
 
 
 # ---- replenishment cycles on a real (tiny) store ----
+
 
 def _coffee_store(tmp_path: Path, customers: int = 35, cycle: int = 30) -> Path:
     orders = ["order_id,customer_id,ordered_at,revenue"]
@@ -201,12 +223,19 @@ def test_cycles_need_enough_reorder_pairs(tmp_path: Path) -> None:
     due = sorted(sig.frame["customer_id"][m.mask])
     last = {f"C{c}": pd.Timestamp("2025-03-02") + pd.Timedelta(days=c) for c in range(35)}
     expected = sorted(
-        c for c, t in last.items()
-        if pd.Timestamp("2025-04-15 23:59:59") - pd.Timedelta(days=6) <= t + pd.Timedelta(days=30) <= pd.Timestamp("2025-04-15 23:59:59") + pd.Timedelta(days=14)
+        c
+        for c, t in last.items()
+        if pd.Timestamp("2025-04-15 23:59:59") - pd.Timedelta(days=6)
+        <= t + pd.Timedelta(days=30)
+        <= pd.Timestamp("2025-04-15 23:59:59") + pd.Timedelta(days=14)
     )
     assert due == expected and len(due) > 5
     strict = cfg(as_of="2025-04-15", thresholds={"min_reorder_pairs": 71, "min_sku_reorder_pairs": 71})
-    cl2 = run_classification(validate(read_generic(folder), strict), compute_signals(validate(read_generic(folder), strict), strict), strict)
+    cl2 = run_classification(
+        validate(read_generic(folder), strict),
+        compute_signals(validate(read_generic(folder), strict), strict),
+        strict,
+    )
     assert not cl2.memberships["replenishment_ready"].mask.any()
     assert cl2.cycles.reason_none is not None and "reorder pairs" in cl2.cycles.reason_none
 

@@ -25,7 +25,12 @@ def test_columns_match_case_and_space_insensitively(tmp_path: Path) -> None:
 
 def test_parquet_is_read(tmp_path: Path) -> None:
     pd.DataFrame(
-        {"order_id": ["O1"], "customer_id": ["C1"], "ordered_at": pd.to_datetime(["2025-01-01"]), "revenue": [5.0]}
+        {
+            "order_id": ["O1"],
+            "customer_id": ["C1"],
+            "ordered_at": pd.to_datetime(["2025-01-01"]),
+            "revenue": [5.0],
+        }
     ).to_parquet(tmp_path / "orders.parquet")
     s = load(tmp_path)
     assert s.orders["net_revenue"].tolist() == [5.0]
@@ -107,7 +112,9 @@ O7,C3,2025-01-04,"$1,200.50"
 
 
 def test_duplicate_order_id_with_different_content(tmp_path: Path) -> None:
-    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO1,C1,2025-01-01,99\n")
+    write_store(
+        tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO1,C1,2025-01-01,99\n"
+    )
     s = load(tmp_path)
     assert s.orders["revenue"].tolist() == [10.0]
     assert s.rejected["reason"].tolist() == ["duplicate order id with different content (first kept)"]
@@ -135,7 +142,9 @@ def test_as_of_from_config_rejects_later_orders_and_defaults_to_latest(tmp_path:
 
 
 def test_offsets_are_converted_to_utc(tmp_path: Path) -> None:
-    write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2022-01-11 04:32:30 -0500,1\n")
+    write_store(
+        tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2022-01-11 04:32:30 -0500,1\n"
+    )
     assert load(tmp_path).orders["ordered_at"].iloc[0] == pd.Timestamp("2022-01-11 09:32:30")
 
 

@@ -16,7 +16,15 @@ from juno.config import COHORT_IDS, Config
 from juno.errors import OutputError
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "store"
-FILES = ["cohorts.csv", "cohorts.md", "customers.csv", "brief.md", "brief.json", "rejected_rows.csv", "run.json"]
+FILES = [
+    "cohorts.csv",
+    "cohorts.md",
+    "customers.csv",
+    "brief.md",
+    "brief.json",
+    "rejected_rows.csv",
+    "run.json",
+]
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +100,9 @@ def test_removing_cost_marks_margin_incomplete(tmp_path: Path) -> None:
 
 
 def _tiny(tmp_path: Path) -> Path:
-    return write_store(tmp_path / "tiny", orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\n")
+    return write_store(
+        tmp_path / "tiny", orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\n"
+    )
 
 
 def test_failed_run_leaves_nothing_half_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -125,7 +135,7 @@ def test_rerun_replaces_a_run_folder_but_refuses_a_foreign_one(tmp_path: Path) -
 def test_formula_cells_are_escaped(tmp_path: Path) -> None:
     store = write_store(
         tmp_path / "s",
-        orders="order_id,customer_id,ordered_at,revenue\nO1,=HYPERLINK(\"x\"),2025-01-01,10\nO2,@SUM(A1),2025-01-02,5\n",
+        orders='order_id,customer_id,ordered_at,revenue\nO1,=HYPERLINK("x"),2025-01-01,10\nO2,@SUM(A1),2025-01-02,5\n',
     )
     juno.run(store, tmp_path / "out", narrative="template")
     text = (tmp_path / "out" / "customers.csv").read_text()

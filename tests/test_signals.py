@@ -108,6 +108,9 @@ def test_email_and_phone_normalisation() -> None:
 
 def test_duplicate_groups_are_transitive() -> None:
     c = pd.DataFrame(
-        {"email": ["a@x.com", "A@x.com", "b@x.com", "z@x.com"], "phone": [None, "4155550101", "+14155550101", None]}
+        {
+            "email": ["a@x.com", "A@x.com", "b@x.com", "z@x.com"],
+            "phone": [None, "4155550101", "+14155550101", None],
+        }
     )
     assert duplicate_groups(c, Duplicates()).tolist() == [0, 0, 0, 3]

@@ -63,7 +63,9 @@ def template_narrative(facts: Facts) -> Narrative:
         if c.held_back > 0
     ][:4]
     lines = [
-        CohortLine(cohort=c.cohort, narrative=_one_line(m.cohort_line(c)), risk_note=_one_line(m.risk_note(c)))
+        CohortLine(
+            cohort=c.cohort, narrative=_one_line(m.cohort_line(c)), risk_note=_one_line(m.risk_note(c))
+        )
         for c in facts.cohorts
     ]
     return Narrative(
@@ -96,9 +98,7 @@ def caveats(facts: Facts) -> list[str]:
     if thin:
         out.append("Thin cohorts (pilot or merge before a full send): " + ", ".join(thin) + ".")
     if facts.history_days < 180:
-        out.append(
-            f"Only {fmt_n(facts.history_days)} days of history: lapse and replenishment need 180."
-        )
+        out.append(f"Only {fmt_n(facts.history_days)} days of history: lapse and replenishment need 180.")
     if facts.rejected_rows:
         top = ", ".join(f"{r.count:,} {r.reason}" for r in facts.rejected_by_reason[:3])
         out.append(f"{fmt_n(facts.rejected_rows)} input rows were rejected ({top}); see rejected_rows.csv.")
