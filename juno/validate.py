@@ -484,7 +484,9 @@ def _tickets(
     rej.add(_b(opened > as_of), "ticket opened after as_of")
     status = clean_text(_col(f, "status")).str.lower().fillna("")
     severity = clean_text(_col(f, "severity")).str.lower().fillna("normal")
-    is_open = (status.isin(["open", "pending", "new", "hold", "on_hold"]) | (closed.isna() & (status == ""))) & ~status.isin(["closed", "solved", "resolved"])
+    # Open: an open-like status, or no status and no close date; a closed-like status always wins.
+    open_like = status.isin(["open", "pending", "new", "hold", "on_hold"]) | (closed.isna() & (status == ""))
+    is_open = open_like & ~status.isin(["closed", "solved", "resolved"])
     out = pd.DataFrame(
         {
             "customer_id": cid,

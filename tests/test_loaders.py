@@ -167,7 +167,10 @@ O4,C1,2025-01-05,0,,
 def test_orders_by_email_map_to_customer_ids(tmp_path: Path) -> None:
     write_store(
         tmp_path,
-        orders="order_id,email,ordered_at,revenue\nO1, Ann@Example.com ,2025-01-01,10\nO2,bob@example.com,2025-01-01,5\n",
+        orders=(
+            "order_id,email,ordered_at,revenue\nO1, Ann@Example.com ,2025-01-01,10\n"
+            "O2,bob@example.com,2025-01-01,5\n"
+        ),
         customers="customer_id,email\nC1,ann@example.com\n",
     )
     s = load(tmp_path)
