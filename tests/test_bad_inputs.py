@@ -138,9 +138,7 @@ CASES: list[Case] = [
         {"orders.csv": "<!DOCTYPE html>\n<html><body><h1>502 Bad Gateway</h1></body></html>\n"},
         Fatal("HTML", "orders.csv"),
     ),
-    Case(
-        "csv_named_parquet", {"orders.parquet": orders()}, Fatal("not a readable Parquet", "orders.parquet")
-    ),
+    Case("csv_named_parquet", {"orders.parquet": orders()}, Fatal("not a readable Parquet", "orders.parquet")),
     Case(
         "customers_table_is_html",
         {"orders.csv": orders(), "customers.csv": "<html>login required</html>"},
@@ -185,11 +183,7 @@ CASES: list[Case] = [
     # ---- whole-store problems ----
     Case(
         "several_currencies",
-        {
-            "orders.csv": orders("O4,C3,2025-03-02,5,EUR", header=H + ",currency").replace(
-                ",10\n", ",10,USD\n"
-            )
-        },
+        {"orders.csv": orders("O4,C3,2025-03-02,5,EUR", header=H + ",currency").replace(",10\n", ",10,USD\n")},
         Fatal("several currencies", "orders.csv", "currency"),
     ),
     Case(
@@ -201,9 +195,7 @@ CASES: list[Case] = [
         "parquet_epoch_integer_dates",
         {
             "orders.parquet": parquet(
-                pd.DataFrame(
-                    {"order_id": ["O1"], "customer_id": ["C1"], "ordered_at": [1735689600], "revenue": [1.0]}
-                )
+                pd.DataFrame({"order_id": ["O1"], "customer_id": ["C1"], "ordered_at": [1735689600], "revenue": [1.0]})
             )
         },
         Fatal("no usable orders", "orders.parquet"),
@@ -320,11 +312,7 @@ CASES: list[Case] = [
     ),
     Case(
         "text_revenues",
-        {
-            "orders.csv": orders(
-                "O4,C3,2025-03-02,ten", "O5,C3,2025-03-02,1.234,50".replace("1.234,50", '"1.234,50"')
-            )
-        },
+        {"orders.csv": orders("O4,C3,2025-03-02,ten", "O5,C3,2025-03-02,1.234,50".replace("1.234,50", '"1.234,50"'))},
         rejected={"revenue is not a number": 2},
     ),
     Case(
@@ -343,11 +331,7 @@ CASES: list[Case] = [
     ),
     Case(
         "several_currencies_with_one_chosen",
-        {
-            "orders.csv": (
-                H + ",currency\nO1,C1,2025-01-01,10,usd\nO2,C2,2025-02-01,9,EUR\nO3,C1,2025-03-01,8,USD\n"
-            )
-        },
+        {"orders.csv": (H + ",currency\nO1,C1,2025-01-01,10,usd\nO2,C2,2025-02-01,9,EUR\nO3,C1,2025-03-01,8,USD\n")},
         rejected={"currency is not USD": 1},
         config={"currency": "USD"},
     ),
@@ -376,9 +360,7 @@ CASES: list[Case] = [
                     {
                         "order_id": pa.array(["O1", "O2"]),
                         "customer_id": pa.array(["C1", "C2"]),
-                        "ordered_at": pa.array(
-                            [pd.Timestamp("2025-01-01").date(), pd.Timestamp("2025-01-05").date()]
-                        ),
+                        "ordered_at": pa.array([pd.Timestamp("2025-01-01").date(), pd.Timestamp("2025-01-05").date()]),
                         "revenue": pa.array([Decimal("10.00"), Decimal("20.00")], pa.decimal128(10, 2)),
                     }
                 )
@@ -411,9 +393,7 @@ CASES: list[Case] = [
     Case(
         "orders_of_unknown_customers",
         {"orders.csv": orders("O4,C3,2025-03-02,5"), "customers.csv": CUSTOMERS},
-        check=lambda r: (
-            r.store is not None and any("no row in the customers table" in n for n in r.store.notes)
-        ),
+        check=lambda r: r.store is not None and any("no row in the customers table" in n for n in r.store.notes),
     ),
     Case(
         "customers_without_orders",
@@ -523,9 +503,9 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
             juno.run(store, out, config=config, narrative="template")
         err = info.value
         assert case.fatal.needle in err.message, err.render()
-        assert err.file is not None and any(
-            Path(f.strip()).name == case.fatal.file for f in err.file.split(",")
-        ), err.render()
+        assert err.file is not None and any(Path(f.strip()).name == case.fatal.file for f in err.file.split(",")), (
+            err.render()
+        )
         assert err.column == case.fatal.column, err.render()
         assert len(err.render()) < 2000, "the message must stay readable"
         assert not out.exists() and not list(tmp_path.glob(".out.*"))
@@ -592,3 +572,26 @@ def test_rejected_rows_name_file_and_true_line(tmp_path: Path) -> None:
     assert rej.loc[5, "reason"] == "wrong number of fields for the header"
     assert rej.loc[6, "reason"] == "unparseable or implausible ordered_at"
     assert set(rej["file"]) == {"orders.csv"}
+
+
+# ---- the same invariants on every bundled example ----
+EXAMPLES = Path(__file__).parents[1] / "examples"
+
+
+@pytest.mark.parametrize("name", ["store", "shopify", "online_retail"])
+def test_examples_reconcile(name: str, tmp_path: Path) -> None:
+    from juno.config import load_config
+
+    folder = EXAMPLES / name
+    if not folder.is_dir() or not any(p.suffix in (".csv", ".toml", ".parquet") for p in folder.iterdir()):
+        pytest.skip(f"examples/{name} does not exist yet")
+    toml = folder / "juno.toml"
+    config = load_config(toml if toml.is_file() else None)
+    config_dir = folder if toml.is_file() else None
+    try:
+        result = juno.run(folder, tmp_path / "out", config=config, narrative="template", config_dir=config_dir)
+    except JunoError as err:  # e.g. a mapping that points at shared data this checkout lacks
+        pytest.skip(f"examples/{name} does not run here: {err.message}")
+    assert check_all(result, tmp_path / "out", tmp_path / "again", config_dir) == [
+        "customers", "rows", "revenue", "determinism",
+    ]  # fmt: skip
