@@ -29,8 +29,8 @@ from juno.review import (
     reach,
     reachable_mask,
     read_customers,
-    sha256_file,
 )
+from juno.sources.generic import sha256_file
 
 FINAL_DIR = "final"
 ORDER = {"approve": 0, "hold": 1, "reject": 2, "pending": 3}
