@@ -595,3 +595,21 @@ def test_examples_reconcile(name: str, tmp_path: Path) -> None:
     assert check_all(result, tmp_path / "out", tmp_path / "again", config_dir) == [
         "customers", "rows", "revenue", "determinism",
     ]  # fmt: skip
+
+
+QUICK = [c for c in CASES if "million" not in c.id and "ten_mb" not in c.id]
+
+
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.id, marks=[XFAIL[c.id]] if c.id in XFAIL else []) for c in QUICK]
+)
+def test_check_agrees_with_run(case: Case, tmp_path: Path) -> None:
+    """`juno check` calls a store usable exactly when `juno run` completes, and never crashes."""
+    from juno.quality import quality_report
+
+    store = _write(tmp_path / "store", case.files)
+    try:
+        _, usable = quality_report(store, config_from_dict(dict(case.config)), None)
+    except JunoError:
+        usable = False
+    assert usable == (case.fatal is None)
