@@ -21,6 +21,7 @@ from juno.cohorts import (
 )
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles, estimate_cycles, purchase_history
+from juno.parse import positions
 from juno.signals import Signals
 from juno.validate import Store
 
@@ -51,7 +52,7 @@ class Classification:
 def run_classification(store: Store, signals: Signals, config: Config) -> Classification:
     f = signals.frame
     ids = pd.Index(f["customer_id"])
-    code = ids.get_indexer(store.orders["customer_id"])
+    code = positions(store.orders["customer_id"], ids)
     if config.duplicates.merge:
         from juno.identity import duplicate_groups
 
@@ -203,6 +204,9 @@ def customer_table(
         default="no cohort rule met",
     )
     status = np.select([classified, excluded, merged], ["classified", "excluded", "merged"], "unclassified")
+    priority = np.full(n, "", dtype=object)
+    for cohort, p in prio.items():
+        priority[prim == cohort] = p
     out = pd.DataFrame(
         {
             "customer_id": f["customer_id"].to_numpy(),
@@ -212,7 +216,7 @@ def customer_table(
             "flags": flag_strings(cl.flags),
             "held_back": cl.held & classified,
             "next_action": cl.actions,
-            "priority": [prio.get(p, "") for p in prim],
+            "priority": priority,
             "reason_codes": reasons,
             "flag_detail": cl.flags.detail,
             "unclassified_reason": why,

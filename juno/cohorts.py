@@ -79,7 +79,10 @@ def _codes(*parts: tuple[np.ndarray, str]) -> np.ndarray:
     n = len(parts[0][0])
     out = np.full(n, "", dtype=object)
     for mask, code in parts:
-        out = np.where(mask, np.where(out == "", code, out + ";" + code), out)
+        # Only the members' cells: string work over every customer costs ~0.5 s per million.
+        idx = np.flatnonzero(mask)
+        cur = out[idx]
+        out[idx] = np.where(cur == "", code, cur + ";" + code)
     return out
 
 

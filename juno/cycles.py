@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
-from juno.parse import isin
+from juno.parse import positions
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -29,18 +29,17 @@ def _purchases(store: Store, code: np.ndarray) -> pd.DataFrame:
     lines = store.lines
     assert lines is not None
     counted = o["counts"].to_numpy(bool)
-    by_order = pd.DataFrame(
-        {"c": code[counted], "t": o["ordered_at"].to_numpy()[counted]},
-        index=o["order_id"].to_numpy()[counted],
-    )
-    lk = lines[isin(lines["order_id"], by_order.index)]
-    joined = by_order.reindex(lk["order_id"].to_numpy())
+    # Each line's order (order ids are unique after validation): counted orders only.
+    pos = positions(lines["order_id"], o["order_id"])
+    keep = (pos >= 0) & counted[np.maximum(pos, 0)]
+    lk = lines[keep]
+    at = pos[keep]
     p = pd.DataFrame(
         {
-            "c": joined["c"].to_numpy(),
+            "c": code[at],
             "category": lk["category"].to_numpy(),
             "sku": lk["sku"].to_numpy(),
-            "day": joined["t"].to_numpy().astype("datetime64[D]"),
+            "day": o["ordered_at"].to_numpy()[at].astype("datetime64[D]"),
         }
     )
     return p

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from juno.config import Duplicates
 
@@ -11,15 +13,19 @@ from juno.config import Duplicates
 def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
     """Lower-case, trimmed; optional plus-tag and Gmail-dot folding."""
     e = s.astype("string").str.strip().str.lower()
-    e = e.mask(~e.str.contains("@", regex=False, na=False))
-    parts = e.str.split("@", n=1, regex=False)
-    local = parts.str[0]
-    domain = parts.str[1].replace({"googlemail.com": "gmail.com"})
+    # Arrow kernels throughout: splitting into Python lists costs ~30 s per million emails.
+    parts = pc.extract_regex(pa.array(e), r"(?s)^(?P<local>[^@]*)@(?P<domain>.*)$")
+    local = pc.struct_field(parts, "local")
+    domain = pc.struct_field(parts, "domain")
+    domain = pc.if_else(pc.equal(domain, "googlemail.com"), "gmail.com", domain)
     if cfg.ignore_plus_tags:
-        local = local.str.split("+", n=1, regex=False).str[0]
+        local = pc.replace_substring_regex(local, r"(?s)\+.*", "")
     if cfg.ignore_gmail_dots:
-        local = local.where(domain != "gmail.com", local.str.replace(".", "", regex=False))
-    out: pd.Series = (local + "@" + domain).mask((local == "") | domain.isna())
+        gmail = pc.fill_null(pc.equal(domain, "gmail.com"), False)
+        local = pc.if_else(gmail, pc.replace_substring(local, ".", ""), local)
+    joined = pc.binary_join_element_wise(local, domain, pa.scalar("@", local.type))
+    joined = pc.if_else(pc.fill_null(pc.equal(local, ""), False), pa.scalar(None, joined.type), joined)
+    out = pd.Series(joined.to_numpy(zero_copy_only=False), index=s.index, dtype="string")
     return out
 
 

@@ -9,7 +9,7 @@ import pandas as pd
 
 from juno.config import Config
 from juno.identity import duplicate_groups
-from juno.parse import isin
+from juno.parse import positions
 from juno.score import value_score
 from juno.validate import Store
 
@@ -93,7 +93,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
 
     # ---- orders: integer customer codes (merged identity when configured) ----
     o = store.orders
-    code = ids.get_indexer(o["customer_id"])
+    code = positions(o["customer_id"], ids)
     if config.duplicates.merge:
         code = dup_root[code]
     ordered_at = o["ordered_at"].to_numpy()
@@ -172,12 +172,13 @@ def compute_signals(store: Store, config: Config) -> Signals:
     f["categories"] = pd.Series(pd.NA, index=f.index, dtype="string")
     if store.lines is not None and store.lines["category"].notna().any():
         lines = store.lines
-        order_code = pd.Series(code, index=o["order_id"].to_numpy())
-        counted_orders = pd.Index(o["order_id"][counts])
-        lk = lines[isin(lines["order_id"], counted_orders) & lines["category"].notna().to_numpy(bool)]
+        # Each line's order (order ids are unique after validation): counted orders only.
+        pos = positions(lines["order_id"], o["order_id"])
+        keep = (pos >= 0) & counts[np.maximum(pos, 0)] & lines["category"].notna().to_numpy(bool)
+        lk = lines[keep]
         lc = pd.DataFrame(
             {
-                "c": order_code.reindex(lk["order_id"].to_numpy()).to_numpy(),
+                "c": code[pos[keep]],
                 "cat": lk["category"].to_numpy(),
                 "v": (lk["quantity"] * lk["price"].fillna(0) - lk["line_discount"]).to_numpy(float),
             }
@@ -196,7 +197,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
         s = store.subscriptions
         rank_map = {"active": 3, "paused": 2, "cancelled": 1}
         sc = pd.DataFrame(
-            {"c": ids.get_indexer(s["customer_id"]), "r": s["status"].map(rank_map).to_numpy()}
+            {"c": positions(s["customer_id"], ids), "r": s["status"].map(rank_map).to_numpy()}
         )
         best = sc.groupby("c")["r"].max()
         inv = {v: k for k, v in rank_map.items()}
@@ -208,7 +209,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
     f["recent_high_severity"] = False
     if store.tickets is not None and len(store.tickets):
         t = store.tickets
-        tc = ids.get_indexer(t["customer_id"])
+        tc = positions(t["customer_id"], ids)
         recent = (t["opened_at"] >= as_of - pd.Timedelta(days=th.support_window_days)).to_numpy(bool)
         f["tickets_window"] = np.bincount(tc, weights=recent.astype(float), minlength=n).astype(np.int64)
         f["open_tickets"] = np.bincount(tc, weights=t["is_open"].to_numpy(float), minlength=n).astype(

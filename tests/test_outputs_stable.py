@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 
 from juno.checks import _covered_by_active_subscription
-from juno.parse import isin
+from juno.config import Duplicates
+from juno.identity import normalise_email
+from juno.parse import _parse_consent_values, isin, parse_consent, positions
 from juno.render import csv_frame, format_datetimes, format_float, format_floats
 from juno.signals import join_by_group
 
@@ -149,3 +151,51 @@ def test_subscription_cover_matches_row_lookup() -> None:
     expected = _reference_covered(ctx, subs, ids)
     assert got.any()
     assert (got == expected).all()
+
+
+def test_positions_match_get_indexer() -> None:
+    keys = pd.Series(["C3", "C1", "C2"], dtype="string")
+    values = pd.Series(["C1", None, "C9", "C3", "C3"], dtype="string")
+    expected = pd.Index(keys).get_indexer(values)
+    assert (positions(values, keys) == expected).all()
+    assert (positions(values, pd.Index(keys.to_numpy(object))) == expected).all()
+
+
+def test_consent_parsed_per_distinct_value_matches_per_row() -> None:
+    words = ["Subscribed", " yes ", "NO", None, "", "opted-in", "opted in", "weird", "never subscribed", "n"]
+    s = pd.Series(words * 3, dtype="string", index=range(10, 40))
+    got, got_bad = parse_consent(s)
+    want, want_bad = _parse_consent_values(s)
+    pd.testing.assert_series_equal(got, want.astype("string"))
+    pd.testing.assert_series_equal(got_bad, want_bad.astype(bool))
+
+
+def _reference_normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
+    """normalise_email as first written: Python lists from str.split."""
+    e = s.astype("string").str.strip().str.lower()
+    e = e.mask(~e.str.contains("@", regex=False, na=False))
+    parts = e.str.split("@", n=1, regex=False)
+    local = parts.str[0]
+    domain = parts.str[1].replace({"googlemail.com": "gmail.com"})
+    if cfg.ignore_plus_tags:
+        local = local.str.split("+", n=1, regex=False).str[0]
+    if cfg.ignore_gmail_dots:
+        local = local.where(domain != "gmail.com", local.str.replace(".", "", regex=False))
+    out: pd.Series = (local + "@" + domain).mask((local == "") | domain.isna())
+    return out
+
+
+def test_email_keys_match_reference() -> None:
+    emails = [
+        " A.B+x@GoogleMail.com ", "a.b@gmail.com", "noat", "@x.com", "a@", "a@b@c", None, "",
+        "x+y+z@Gmail.COM", "é.l+1@exämple.org", "a\n+b@x.com", "+@gmail.com", ".@gmail.com",
+    ]
+    s = pd.Series(emails, dtype="string")
+    for cfg in (
+        Duplicates(),
+        Duplicates(ignore_plus_tags=False, ignore_gmail_dots=False),
+        Duplicates(ignore_plus_tags=True, ignore_gmail_dots=True),
+    ):
+        got = normalise_email(s, cfg).astype(object).to_numpy()
+        want = _reference_normalise_email(s, cfg).astype(object).to_numpy()
+        assert all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(got, want, strict=True))
