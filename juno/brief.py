@@ -33,6 +33,9 @@ class CohortFacts(_Model):
     margin_window: float | None
     value_share: float
     rule: str
+    definition: str = Field(
+        default="", description="the rule's configuration (stable while the config is unchanged)"
+    )
     value_signal: str
     risk: str
     action: str

@@ -49,6 +49,18 @@ class Classification:
     margin_incomplete: bool
 
 
+def definition(cid: str, config: Config, value_column: str) -> str:
+    """The rule as configured, not as resolved on this data: same config, same definition.
+
+    The resolved rule (the actual value cut) moves every week with the data; review decisions
+    carry forward while the definition stays the same.
+    """
+    th = config.thresholds
+    parts = [f"{k} = {getattr(th, k)}" for k in RULES[cid].threshold_keys]
+    parts += [f"window_days = {config.window_days}", f"value = {value_column}"]
+    return f"{cid}: " + ", ".join(parts)
+
+
 def run_classification(store: Store, signals: Signals, config: Config) -> Classification:
     f = signals.frame
     ids = pd.Index(f["customer_id"])
@@ -129,6 +141,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 margin_window=round(float(np.nansum(margin[m.mask])), 2) if store.has_cost else None,
                 value_share=round(float(np.nansum(value[m.mask])) / total_value, 4) if total_value else 0.0,
                 rule=rule.rule_text(ctx),
+                definition=definition(cid, config, signals.value_column),
                 value_signal=rule.value_signal,
                 risk=rule.risk,
                 action=rule.action,

@@ -228,7 +228,7 @@ def diff_runs(old: RunSnapshot, new: RunSnapshot, *, all_ids: bool = False) -> R
                 priority_new=_cell(new.cohorts, c, "priority"),
                 confidence_old=_cell(old.cohorts, c, "confidence"),
                 confidence_new=_cell(new.cohorts, c, "confidence"),
-                rule_changed=_cell(old.cohorts, c, "rule") != _cell(new.cohorts, c, "rule"),
+                rule_changed=_cell(old.cohorts, c, "definition") != _cell(new.cohorts, c, "definition"),
                 built_old=c in old.cohorts.index,
                 built_new=c in new.cohorts.index,
                 joined=len(joined),

@@ -96,6 +96,7 @@ def cohorts_frame(cohorts: list[CohortFacts]) -> pd.DataFrame:
                 "margin_window": c.margin_window,
                 "value_share": c.value_share,
                 "rule": c.rule,
+                "definition": c.definition,
                 "value_signal": c.value_signal,
                 "risk": c.risk,
                 "next_action": c.action,

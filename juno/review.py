@@ -192,7 +192,7 @@ def write(result: RunResult, folder: Path) -> None:
     channel = result.config.consent.primary_channel
     entries = {
         c.cohort: CohortReview(
-            cohort=c.cohort, rule=c.rule, action=c.action, channel=channel, timing=c.timing
+            cohort=c.cohort, rule=c.definition, action=c.action, channel=channel, timing=c.timing
         )
         for c in sorted(brief.facts.cohorts, key=lambda c: int(c.priority[1:]))
     }
@@ -301,7 +301,9 @@ def load_review(run: Path) -> Review:
     except tomllib.TOMLDecodeError as exc:
         raise ReviewError(f"{path.name} is not valid TOML: {exc}", file=str(path)) from None
     known = run_cohorts(run)
-    rules = dict(zip(known["cohort"], known["rule"], strict=True))
+    # The configured definition, not the resolved cut: decisions outlive weekly data changes.
+    column = "definition" if "definition" in known.columns else "rule"
+    rules = dict(zip(known["cohort"], known[column], strict=True))
     for key in data:
         if key not in TOP_KEYS:
             raise _error(path, text, f"unknown key `{key}`", (), key, expected="reviewer, [cohorts.*]")

@@ -153,7 +153,7 @@ def test_run_writes_review_toml_with_every_cohort_pending(base: tuple[Path, Path
         entry = data["cohorts"][row.cohort]
         assert entry["decision"] == "pending"
         assert entry["channel"] == "email"
-        assert entry["rule"] == row.rule
+        assert entry["rule"] == row.definition  # the configured rule, stable across weekly runs
         assert entry["action"] == row.next_action
         assert set(entry) <= set(review_mod.COHORT_KEYS)
     fp = data["fingerprint"]
@@ -377,6 +377,22 @@ def test_decisions_carry_forward_when_the_rule_is_unchanged(base: tuple[Path, Pa
     # the same folder as --out and --previous: decisions survive a re-run in place
     again = do_run(store, old, previous=old)
     assert load_review(again).cohorts[cids[0]].decision == "approve"
+
+
+def test_decisions_carry_forward_to_next_week_when_only_the_data_moved(
+    base: tuple[Path, Path], tmp_path: Path
+) -> None:
+    store, _ = base
+    earlier = config_from_dict({"as_of": "2026-06-02"})
+    old = do_run(store, tmp_path / "old", config=earlier)
+    cids = cohorts_of(old)
+    decide_all(old, dict.fromkeys(cids, "email"))
+    new = do_run(store, tmp_path / "new", previous=old)
+    old_rules = pd.read_csv(old / "cohorts.csv").set_index("cohort")["rule"]
+    new_rules = pd.read_csv(new / "cohorts.csv").set_index("cohort")["rule"]
+    assert (old_rules != new_rules.reindex(old_rules.index)).any()  # the resolved cuts moved
+    after = load_review(new)
+    assert all(after.cohorts[c].decision == "approve" for c in cids)
 
 
 def test_changed_rule_resets_to_pending_with_a_note(base: tuple[Path, Path], tmp_path: Path) -> None:
