@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,53 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    csv_frame(frame).to_csv(path, index=False, lineterminator="\n", na_rep="")
+    text = csv_frame(frame)
+    if text.shape[1] < 2 or len(text) == 0:  # csv quotes a lone empty field: keep its rules
+        text.to_csv(path, index=False, lineterminator="\n", na_rep="")
+        return
+    with path.open("wb") as fh:
+        fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
+        for start in range(0, len(text), 1 << 18):
+            fh.write(csv_rows(text.iloc[start : start + (1 << 18)]))
+
+
+def _quote_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"' if any(ch in name for ch in _SPECIALS) else name
+
+
+def _csv_specials() -> str:
+    """Characters that make the csv module quote a field (a lone '\\r' only on newer Pythons)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(["\r", "x"])
+    return ',"\n' + ("\r" if buf.getvalue().startswith('"') else "")
+
+
+_SPECIALS = _csv_specials()
+_NEEDS_QUOTES = "[" + _SPECIALS.replace("\n", "\\n").replace("\r", "\\r") + "]"
+
+
+def _L(text: str) -> pa.Scalar:
+    return pa.scalar(text, pa.large_string())
+
+
+def csv_rows(text: pd.DataFrame) -> bytes:
+    """Rows of an all-text frame as CSV bytes, as pandas' to_csv writes them (minimal quoting,
+    NA as empty, '\\n' line ends), joined by Arrow kernels instead of the csv module."""
+    cols = []
+    for col in text.columns:
+        a = pa.array(text[col].astype("string"), type=pa.large_string()).fill_null("")
+        needs = pc.match_substring_regex(a, _NEEDS_QUOTES)
+        quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a, '"', '""'), _L('"'), _L(""))
+        cols.append(pc.if_else(needs, quoted, a))
+    lines = pc.binary_join_element_wise(*cols, _L(""), _L(","))
+    # Each row ends in the empty last column's separator: swap the trailing ',' for a newline.
+    lines = pc.binary_join_element_wise(pc.utf8_slice_codeunits(lines, 0, -1), _L(""), _L("\n"))
+    chunk = pa.concat_arrays(lines.chunks) if isinstance(lines, pa.ChunkedArray) else lines
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
+    data = chunk.buffers()[2]
+    assert data is not None
+    out: bytes = data.to_pybytes()[offsets[0] : offsets[-1]]
+    return out
 
 
 def cohorts_frame(cohorts: list[CohortFacts]) -> pd.DataFrame:

@@ -7,16 +7,20 @@ fast path is equivalent to its plain reference, so a speed-up can never change a
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from juno.checks import _covered_by_active_subscription
-from juno.config import Duplicates
+from juno.config import Config, Duplicates
 from juno.identity import normalise_email
 from juno.parse import _parse_consent_values, isin, parse_consent, positions
-from juno.render import csv_frame, format_datetimes, format_float, format_floats
+from juno.pipeline import run
+from juno.render import csv_frame, format_datetimes, format_float, format_floats, write_csv
 from juno.signals import join_by_group
+
+EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 
 
 def _reference_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -199,3 +203,22 @@ def test_email_keys_match_reference() -> None:
         got = normalise_email(s, cfg).astype(object).to_numpy()
         want = _reference_normalise_email(s, cfg).astype(object).to_numpy()
         assert all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(got, want, strict=True))
+
+
+def test_written_csv_bytes_match_pandas(tmp_path: Path) -> None:
+    """write_csv joins rows with Arrow; pandas' to_csv of the same text is the reference."""
+    result = run(EXAMPLE_STORE, config=Config())
+    assert result.customers is not None and result.store is not None
+    rng = np.random.default_rng(2)
+    tricky = result.customers.head(400).copy()
+    tricky["flag_detail"] = rng.choice(['a,b', 'say "hi"', "two\nlines", "cr\r", "", None, "=1+2"], 400)
+    for name, frame in (
+        ("cohorts", result.cohorts),
+        ("customers", result.customers),
+        ("rejected", result.store.rejected),
+        ("tricky", tricky),
+    ):
+        path = tmp_path / f"{name}.csv"
+        write_csv(frame, path)
+        expected = csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="")
+        assert path.read_bytes() == expected.encode("utf-8"), name
