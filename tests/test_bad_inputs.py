@@ -217,6 +217,19 @@ CASES: list[Case] = [
         },
         check=_customer_ids("C1", "Zoë"),
     ),
+    Case(
+        "latin1_byte_ending_a_short_file",
+        {"orders.csv": orders().encode() + b"O4,C\xdc"},
+        rejected={"wrong number of fields for the header": 1},
+    ),
+    Case(
+        "ragged_latin1_row_past_the_sniffed_head",
+        {
+            "orders.csv": (H + "\n" + "".join(f"O{i},C1,2025-01-01,1\n" for i in range(5000))).encode()
+            + b"O9999,C\xdc\n"
+        },
+        rejected={"wrong number of fields for the header": 1},
+    ),
     Case("crlf_line_ends", {"orders.csv": orders().replace("\n", "\r\n")}, check=_expect_revenues()),
     Case(
         "trailing_unnamed_columns",

@@ -148,6 +148,8 @@ def test_templates_do_not_evaluate_input(runs: tuple[RunResult, RunResult]) -> N
     seen_literal = False
     for a, b in zip(_outputs(plain), _outputs(hostile), strict=True):
         assert a.name == b.name
+        if a.name == "run.json":  # timings and the store's path: numbers that differ anyway
+            continue
         ta, tb = (re.sub(r"[0-9a-f]{64}", "", p.read_text(encoding="utf-8")) for p in (a, b))
         # {{ 7*7 }} would print 49 and the {% for %} loop 012, in the hostile run only.
         assert ta.count("49") == tb.count("49"), b.name

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -13,6 +16,9 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from juno.errors import InputError
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 from juno.sources.base import (
     FILE_COL,
     LINE_COL,
@@ -86,7 +92,8 @@ def _sniff(path: Path) -> tuple[str, str]:
         text = head.decode("utf-8")
         encoding = "utf-8"
     except UnicodeDecodeError as exc:
-        if exc.start > len(head) - 4:  # a multi-byte character cut by the 64 KiB window
+        # A multi-byte character cut by the 64 KiB window; in a shorter file the bytes are the end.
+        if exc.start > len(head) - 4 and len(head) == 64 * 1024:
             text = head[: exc.start].decode("utf-8")
             encoding = "utf-8"
         else:
@@ -124,6 +131,23 @@ _BLOCK = 8 << 20
 _MAX_BLOCK = (1 << 31) - 1
 _MSG_CAP = 200
 WRONG_FIELDS = "wrong number of fields for the header"
+
+
+@contextmanager
+def _quiet_undecodable_rows() -> Iterator[None]:
+    """pyarrow prints 'Exception ignored' when a ragged row's bytes are not UTF-8 (it then fails
+    the read, and the caller retries as Latin-1): keep that noise off the user's terminal."""
+    previous = sys.unraisablehook
+
+    def hook(info: UnraisableHookArgs) -> None:
+        if not isinstance(info.exc_value, UnicodeDecodeError):
+            previous(info)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous
 
 
 def _read_csv(
@@ -168,10 +192,11 @@ def read_csv_strings(path: Path, table: str) -> tuple[pa.Table, list[BadRow]]:
     while True:
         bad: list[BadRow] = []
         try:
-            arrow = _read_csv(path, delim, encoding, block, bad, threads=True)
-            if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
-                bad = []
-                arrow = _read_csv(path, delim, encoding, block, bad, threads=False)
+            with _quiet_undecodable_rows():
+                arrow = _read_csv(path, delim, encoding, block, bad, threads=True)
+                if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
+                    bad = []
+                    arrow = _read_csv(path, delim, encoding, block, bad, threads=False)
             return arrow, bad
         except pa.ArrowInvalid as exc:
             msg = str(exc).splitlines()[0]
@@ -180,7 +205,8 @@ def read_csv_strings(path: Path, table: str) -> tuple[pa.Table, list[BadRow]]:
                 # A cell or header line longer than a block: read the file as one block.
                 block = min(size + 1, _MAX_BLOCK)
                 continue
-            if "invalid UTF8" in msg and encoding == "utf-8":
+            undecodable = "invalid UTF8" in msg or "CSV parse error" in msg  # the latter: a ragged
+            if undecodable and encoding == "utf-8":  # row's text failed to decode for the handler
                 # Valid UTF-8 in the sniffed head, other bytes further on: a legacy export.
                 encoding = "latin-1"
                 continue
