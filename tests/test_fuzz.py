@@ -118,8 +118,9 @@ def _cell_for(column: str) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def csv_tables(draw: st.DrawFn, table: str) -> bytes:
-    """A header (contract columns, maybe missing, duplicated or unknown ones) and 0-8 rows, some ragged."""
+def csv_tables(draw: st.DrawFn, table: str) -> tuple[bytes, int]:
+    """(file, data rows): a header (contract columns, maybe missing, duplicated or unknown ones)
+    and 0-8 rows, some ragged."""
     known = COLUMNS[table]
     header = list(REQUIRED[table])
     optional = [c for c in known if c not in header]
@@ -147,9 +148,13 @@ def csv_tables(draw: st.DrawFn, table: str) -> bytes:
     quoting = draw(st.sampled_from([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC]))
     writer = csv.writer(buf, delimiter=delimiter, quoting=quoting, lineterminator=draw(st.sampled_from(["\n", "\r\n"])))
     writer.writerow(header)
-    writer.writerows(rows)
+    data_rows = 0
+    for row in rows:
+        start = buf.tell()
+        writer.writerow(row)
+        data_rows += buf.getvalue()[start:].strip("\r\n") != ""  # a blank line is no row
     encoding = draw(st.sampled_from(["utf-8", "utf-8", "utf-8-sig", "latin-1"]))
-    return buf.getvalue().encode(encoding, errors="replace")
+    return buf.getvalue().encode(encoding, errors="replace"), data_rows
 
 
 OUTCOMES: Counter[str] = Counter()
@@ -166,8 +171,11 @@ def _no_counted_order(store: Path) -> bool:
     return not bool(orders["counts"].any())
 
 
-def _outcome(files: dict[str, bytes]) -> str:
-    """Run the store; a JunoError or a reconciled run pass, anything else fails the example."""
+def _outcome(files: dict[str, bytes], rows: dict[str, int] | None = None) -> str:
+    """Run the store; a JunoError or a reconciled run pass, anything else fails the example.
+
+    `rows`: data rows written per table, so a row the reader loses is caught independently.
+    """
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "store"
         store.mkdir()
@@ -185,38 +193,46 @@ def _outcome(files: dict[str, bytes]) -> str:
             OUTCOMES["error: " + err.message[:50]] += 1
             return "error"
         check_all(result)
+        assert result.store is not None
+        for table, n in (rows or {}).items():
+            assert result.store.rows_read[table] == n, (table, result.store.rows_read[table], n)
         OUTCOMES["run"] += 1
         return "run"
 
 
 @FUZZ
 @given(orders=csv_tables("orders"))
-def test_fuzz_orders(orders: bytes) -> None:
-    _outcome({"orders.csv": orders})
+def test_fuzz_orders(orders: tuple[bytes, int]) -> None:
+    _outcome({"orders.csv": orders[0]}, {"orders": orders[1]})
 
 
 @FUZZ
 @given(table=csv_tables("order_lines"))
-def test_fuzz_order_lines(table: bytes) -> None:
-    _outcome({"orders.csv": BASE_ORDERS.encode(), "order_lines.csv": table})
+def test_fuzz_order_lines(table: tuple[bytes, int]) -> None:
+    _outcome({"orders.csv": BASE_ORDERS.encode(), "order_lines.csv": table[0]}, {"order_lines": table[1], "orders": 5})
 
 
 @FUZZ
 @given(table=csv_tables("customers"))
-def test_fuzz_customers(table: bytes) -> None:
-    _outcome({"orders.csv": BASE_ORDERS.encode(), "customers.csv": table})
+def test_fuzz_customers(table: tuple[bytes, int]) -> None:
+    _outcome({"orders.csv": BASE_ORDERS.encode(), "customers.csv": table[0]}, {"customers": table[1], "orders": 5})
 
 
 @FUZZ
 @given(table=csv_tables("support_tickets"))
-def test_fuzz_support_tickets(table: bytes) -> None:
-    _outcome({"orders.csv": BASE_ORDERS.encode(), "support_tickets.csv": table})
+def test_fuzz_support_tickets(table: tuple[bytes, int]) -> None:
+    _outcome(
+        {"orders.csv": BASE_ORDERS.encode(), "support_tickets.csv": table[0]},
+        {"support_tickets": table[1], "orders": 5},
+    )
 
 
 @FUZZ
 @given(table=csv_tables("subscriptions"))
-def test_fuzz_subscriptions(table: bytes) -> None:
-    _outcome({"orders.csv": BASE_ORDERS.encode(), "subscriptions.csv": table})
+def test_fuzz_subscriptions(table: tuple[bytes, int]) -> None:
+    _outcome(
+        {"orders.csv": BASE_ORDERS.encode(), "subscriptions.csv": table[0]}, {"subscriptions": table[1], "orders": 5}
+    )
 
 
 @FUZZ
