@@ -214,6 +214,8 @@ def validate(source: SourceResult, config: Config) -> Store:
     elif found:
         currency = found[0]
 
+    in_currency = len(orders)
+
     # ---- as_of ----
     if config.as_of is not None:
         resolved = config.as_of_datetime()
@@ -227,6 +229,16 @@ def validate(source: SourceResult, config: Config) -> Store:
     else:
         as_of = orders["ordered_at"].max()
         as_of_source = "latest order in the data"
+    if orders.empty:  # every order was in another currency, or dated after as_of
+        column = "currency" if in_currency == 0 else "ordered_at"
+        why = "in another currency" if in_currency == 0 else "dated after as_of"
+        raise InputError(
+            f"no usable orders: every order is {why}",
+            file=_file_of(source.tables["orders"], source.files),
+            column=column,
+            expected=f"orders in {config.currency or 'the store currency'} dated on or before "
+            f"{config.as_of or 'as_of'}",
+        )
     orders = orders.reset_index(drop=True)
 
     # ---- customer universe ----

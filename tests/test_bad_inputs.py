@@ -192,6 +192,18 @@ CASES: list[Case] = [
         Fatal("no usable orders", "orders.csv"),
     ),
     Case(
+        "every_order_after_as_of",
+        {"orders.csv": orders()},
+        Fatal("every order is dated after as_of", "orders.csv", "ordered_at"),
+        config={"as_of": "2020-01-01"},
+    ),
+    Case(
+        "no_order_in_the_chosen_currency",
+        {"orders.csv": H + ",currency\nO1,C1,2025-01-01,10,USD\nO2,C2,2025-02-01,9,USD\n"},
+        Fatal("every order is in another currency", "orders.csv", "currency"),
+        config={"currency": "GBP"},
+    ),
+    Case(
         "parquet_epoch_integer_dates",
         {
             "orders.parquet": parquet(
