@@ -53,9 +53,23 @@ def positions(values: pd.Series, keys: pd.Series | pd.Index) -> np.ndarray:
 
 def clean_text(s: pd.Series) -> pd.Series:
     """Strings trimmed, a leading apostrophe removed (spreadsheet text marker), blanks as NA."""
-    t = s.astype("string").str.strip()
+    t = s.astype("string")
+    if _already_clean(t):
+        # The usual case: keep the column's own buffers instead of a copy of a large table.
+        return t
+    t = t.str.strip()
     t = t.str.removeprefix("'")
     return t.mask(t == "")
+
+
+def _already_clean(t: pd.Series) -> bool:
+    """True when clean_text would change no cell (same trim kernel as `str.strip`)."""
+    if not (isinstance(t.dtype, pd.StringDtype) and t.dtype.storage == "pyarrow"):
+        return False
+    arr = pa.array(t)
+    if not pc.all(pc.equal(pc.utf8_trim_whitespace(arr), arr)).as_py():
+        return False
+    return not (pc.any(pc.starts_with(arr, "'")).as_py() or pc.any(pc.equal(arr, "")).as_py())
 
 
 def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:

@@ -82,14 +82,14 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
-    text = csv_frame(frame)
-    if text.shape[1] < 2 or len(text) == 0:  # csv quotes a lone empty field: keep its rules
-        text.to_csv(path, index=False, lineterminator="\n", na_rep="")
+    if frame.shape[1] < 2 or len(frame) == 0:  # csv quotes a lone empty field: keep its rules
+        csv_frame(frame).to_csv(path, index=False, lineterminator="\n", na_rep="")
         return
     with path.open("wb") as fh:
-        fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
-        for start in range(0, len(text), 1 << 18):
-            fh.write(csv_rows(text.iloc[start : start + (1 << 18)]))
+        fh.write((",".join(_quote_name(str(c)) for c in frame.columns) + "\n").encode("utf-8"))
+        # In slices of rows: the text of a whole million-row table at once is gigabytes.
+        for start in range(0, len(frame), 1 << 17):
+            fh.write(csv_rows(csv_frame(frame.iloc[start : start + (1 << 17)])))
 
 
 def _quote_name(name: str) -> str:

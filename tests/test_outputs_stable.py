@@ -15,7 +15,7 @@ import pandas as pd
 from juno.checks import _covered_by_active_subscription
 from juno.config import Config, Duplicates
 from juno.identity import normalise_email
-from juno.parse import _parse_consent_values, isin, parse_consent, positions
+from juno.parse import _parse_consent_values, clean_text, isin, parse_consent, positions
 from juno.pipeline import run
 from juno.render import csv_frame, format_datetimes, format_float, format_floats, write_csv
 from juno.signals import join_by_group
@@ -222,3 +222,15 @@ def test_written_csv_bytes_match_pandas(tmp_path: Path) -> None:
         write_csv(frame, path)
         expected = csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="")
         assert path.read_bytes() == expected.encode("utf-8"), name
+
+
+def test_clean_text_keeps_clean_columns_and_cleans_the_rest() -> None:
+    def reference(s: pd.Series) -> pd.Series:
+        t = s.astype("string").str.strip()
+        t = t.str.removeprefix("'")
+        return t.mask(t == "")
+
+    for cells in (["a", "b", None], ["a", " b"], ["'x", "y"], ["", None, "z"], ["a\u00a0", "b"], []):
+        for dtype in ("string", object):
+            s = pd.Series(cells, dtype=dtype)
+            pd.testing.assert_series_equal(clean_text(s), reference(s))
