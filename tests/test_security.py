@@ -58,9 +58,7 @@ def _store(folder: Path, hostile: bool) -> Path:
         first = names["Avery"] if i % 3 == 0 else f"Person{i}"
         last = names["Stone"] if i % 4 == 0 else f"Family{i}"
         tag = tags["loyal"] if i % 2 else tags["wholesale-no"]
-        customers.append(
-            [cid, f"person{i}.q7x@example.com", f"+1-202-555-{i:04d}", first, last, "subscribed", tag]
-        )
+        customers.append([cid, f"person{i}.q7x@example.com", f"+1-202-555-{i:04d}", first, last, "subscribed", tag])
         k = i % 4
         for j in range(1 + i % 6):
             n += 1
@@ -230,3 +228,21 @@ def test_the_api_key_appears_in_no_output(tmp_path: Path) -> None:
             if path.is_file():
                 data = path.read_bytes()
                 assert FAKE_KEY.encode() not in data and FAKE_KEY[-12:].encode() not in data, path.name
+
+
+def test_html_escapes_every_string_it_shows(runs: tuple[RunResult, RunResult]) -> None:
+    """The example store's strings may not reach the page; force hostile text into what it shows."""
+    if importlib.util.find_spec("juno.report_html") is None:
+        pytest.skip("juno/report_html.py does not exist yet")
+    from juno.report_html import render
+
+    _, hostile = runs
+    assert hostile.brief is not None
+    brief = hostile.brief.model_copy(deep=True)
+    evil = "<script>alert(1)</script>{{ 7*7 }}"
+    brief.facts.data_notes.append(f'No replenishment cycle for "{evil}"')
+    brief.facts.cohorts[0].rule = f"top category = {evil}"
+    brief.narrative.headline = evil
+    page = render(brief, hostile.customers)
+    assert "<script>alert(1)" not in page
+    assert page.count("&lt;script&gt;alert(1)&lt;/script&gt;{{ 7*7 }}") >= 3
