@@ -155,7 +155,8 @@ def compute_signals(store: Store, config: Config) -> Signals:
     f["tenure_days"] = np.floor(_days(as_of - f["first_order_at"]))
     c_arr = oc["c"].to_numpy()
     t_arr = oc["t"].to_numpy()
-    same = np.r_[False, c_arr[1:] == c_arr[:-1]]
+    # Same customer as the previous order (length len(c_arr), also when there are no counted orders).
+    same = np.r_[False, c_arr[1:] == c_arr[:-1]][: len(c_arr)]
     gaps = pd.DataFrame(
         {"c": c_arr[same], "gap": (t_arr[1:] - t_arr[:-1])[same[1:]] / DAY}
     )

@@ -486,14 +486,7 @@ CASES: list[Case] = [
     ),
 ]
 
-# signals.compute_signals indexes an empty gap array with a length-1 mask when no order counts.
-_NO_COUNTED_ORDER = pytest.mark.xfail(
-    strict=True,
-    raises=IndexError,
-    reason="bug in juno/signals.py compute_signals: `same = np.r_[False, ...]` has length 1 when no "
-    "order counts (every order refunded or cancelled); owner: core signals",
-)
-XFAIL = {"every_order_refunded": _NO_COUNTED_ORDER, "every_order_cancelled": _NO_COUNTED_ORDER}
+XFAIL: dict[str, pytest.MarkDecorator] = {}
 
 
 def _write(folder: Path, files: dict[str, Content]) -> Path:
