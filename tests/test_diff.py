@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import random_store
 from typer.testing import CliRunner
 
 import juno
@@ -19,31 +20,7 @@ from juno.errors import JunoError
 
 
 def small_store(folder: Path, n: int = 300, seed: int = 8) -> Path:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = [f"C{i:04d}" for i in range(n)]
-    pd.DataFrame(
-        {
-            "customer_id": ids,
-            "email": [f"p{i}@example.com" for i in range(n)],
-            "email_consent": rng.choice(["subscribed", "unsubscribed"], n),
-        }
-    ).to_csv(folder / "customers.csv", index=False)
-    per = rng.integers(0, 9, n)
-    cust = np.repeat(np.arange(n), per)
-    m = len(cust)
-    end = pd.Timestamp("2026-06-30 18:00:00")
-    ordered = end - pd.to_timedelta(rng.uniform(0, 600, m), unit="D").round("s")
-    pd.DataFrame(
-        {
-            "order_id": [f"O{i:05d}" for i in range(m)],
-            "customer_id": np.array(ids)[cust],
-            "ordered_at": ordered.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "revenue": rng.choice([19.0, 40.0, 80.0, 150.0, 320.0], m),
-            "discount": np.where(rng.random(m) < 0.3, 10.0, 0.0),
-        }
-    ).to_csv(folder / "orders.csv", index=False)
-    return folder
+    return random_store(folder, n, seed)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import random_store
 
 import juno
 from juno.pipeline import RunResult
@@ -21,44 +22,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stab
 
 
 def small_store(folder: Path, n: int = 300, seed: int = 5) -> Path:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = [f"C{i:04d}" for i in range(n)]
-    pd.DataFrame(
-        {
-            "customer_id": ids,
-            "email": [f"p{i}@example.com" for i in range(n)],
-            "email_consent": rng.choice(["subscribed", "unsubscribed"], n),
-            "tags": rng.choice(["", "", "staff"], n),
-        }
-    ).to_csv(folder / "customers.csv", index=False)
-    per = rng.integers(0, 8, n)
-    cust = np.repeat(np.arange(n), per)
-    m = len(cust)
-    end = pd.Timestamp("2026-06-30 18:00:00")
-    ordered = end - pd.to_timedelta(rng.uniform(0, 600, m), unit="D").round("s")
-    revenue = rng.choice([19.0, 40.0, 80.0, 150.0, 320.0], m)
-    oid = [f"O{i:05d}" for i in range(m)]
-    pd.DataFrame(
-        {
-            "order_id": oid,
-            "customer_id": np.array(ids)[cust],
-            "ordered_at": ordered.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "revenue": revenue,
-            "discount": np.where(rng.random(m) < 0.3, 10.0, 0.0),
-        }
-    ).to_csv(folder / "orders.csv", index=False)
     # A catalogue string that tries to inject markup must come out as text.
-    pd.DataFrame(
-        {
-            "order_id": oid,
-            "sku": "S1",
-            "category": "<script>alert(1)</script>",
-            "quantity": 1,
-            "price": revenue,
-        }
-    ).to_csv(folder / "order_lines.csv", index=False)
-    return folder
+    return random_store(folder, n, seed, max_orders=8, staff_tags=True, category="<script>alert(1)</script>")
 
 
 @pytest.fixture(scope="module")
