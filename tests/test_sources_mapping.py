@@ -10,7 +10,8 @@ import pytest
 
 from juno.config import Config, load_config
 from juno.errors import ConfigError, InputError
-from juno.sources.mapping import parse_expression, parse_mapping, read_mapped
+from juno.sources.expr import parse_expression
+from juno.sources.mapping import parse_mapping, read_mapped
 from juno.validate import validate
 
 UCI = Path(__file__).parents[2] / "shared/data/online_retail_sample.csv"
