@@ -250,6 +250,7 @@ def customer_table(
         "margin_window",
         "value_window",
         "value_lifetime",
+        "value_score",
         "first_order_at",
         "last_order_at",
         "recency_days",
