@@ -21,7 +21,6 @@ from juno.cohorts import (
 )
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles, estimate_cycles, purchase_history
-from juno.parse import positions
 from juno.signals import Signals
 from juno.validate import Store
 
@@ -63,12 +62,8 @@ def definition(cid: str, config: Config, value_column: str) -> str:
 
 def run_classification(store: Store, signals: Signals, config: Config) -> Classification:
     f = signals.frame
-    ids = pd.Index(f["customer_id"])
-    code = positions(store.orders["customer_id"], ids)
-    if config.duplicates.merge:
-        from juno.identity import duplicate_groups
-
-        code = duplicate_groups(store.customers, config.duplicates)[code]
+    code = signals.order_codes
+    assert code is not None, "signals come from compute_signals"
     history = purchase_history(store, code)
     cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
     ctx = make_context(signals, cycles, config)

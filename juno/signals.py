@@ -28,6 +28,9 @@ class Signals:
     first_to_second_p75: float | None
     first_to_second_median: float | None
     customers_with_second_order: int
+    # Per order row of store.orders: the customer's row in `frame` (the merged identity when
+    # duplicates are merged). Later stages join orders to customers through it.
+    order_codes: np.ndarray | None = None
 
 
 def _days(delta: pd.Series) -> np.ndarray:
@@ -248,6 +251,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
     coverage = known_net / total_net if total_net > 0 else 0.0
     first_any = o["ordered_at"].min()
     return Signals(
+        order_codes=code,
         frame=f,
         as_of=as_of,
         history_days=int((as_of - first_any) / pd.Timedelta(days=1)),
