@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
-from juno.parse import positions
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -30,7 +29,7 @@ def _purchases(store: Store, code: np.ndarray) -> pd.DataFrame:
     assert lines is not None
     counted = o["counts"].to_numpy(bool)
     # Each line's order (order ids are unique after validation): counted orders only.
-    pos = positions(lines["order_id"], o["order_id"])
+    pos = store.line_order_rows()
     keep = (pos >= 0) & counted[np.maximum(pos, 0)]
     lk = lines[keep]
     at = pos[keep]

@@ -96,7 +96,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
 
     # ---- orders: integer customer codes (merged identity when configured) ----
     o = store.orders
-    code = positions(o["customer_id"], ids)
+    code = store.order_customer_rows()
     if config.duplicates.merge:
         code = dup_root[code]
     ordered_at = o["ordered_at"].to_numpy()
@@ -177,7 +177,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
     if store.lines is not None and store.lines["category"].notna().any():
         lines = store.lines
         # Each line's order (order ids are unique after validation): counted orders only.
-        pos = positions(lines["order_id"], o["order_id"])
+        pos = store.line_order_rows()
         keep = (pos >= 0) & counts[np.maximum(pos, 0)] & lines["category"].notna().to_numpy(bool)
         lk = lines[keep]
         lc = pd.DataFrame(

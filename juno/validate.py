@@ -20,6 +20,7 @@ from juno.parse import (
     parse_consent,
     parse_datetime,
     parse_number,
+    positions,
 )
 from juno.sources.base import (
     FILE_COL,
@@ -58,6 +59,22 @@ class Store:
     rows_read: dict[str, int] = field(default_factory=dict)
     has_cost: bool = False
     has_lines: bool = False
+    # Integer joins computed once per run (validation may fill them; otherwise built on first use).
+    _line_order_rows: np.ndarray | None = field(default=None, repr=False)
+    _order_customer_rows: np.ndarray | None = field(default=None, repr=False)
+
+    def line_order_rows(self) -> np.ndarray:
+        """Per row of `lines`, the row of its order in `orders` (-1 when absent)."""
+        assert self.lines is not None
+        if self._line_order_rows is None:
+            self._line_order_rows = positions(self.lines["order_id"], self.orders["order_id"])
+        return self._line_order_rows
+
+    def order_customer_rows(self) -> np.ndarray:
+        """Per row of `orders`, the row of its customer in `customers` (-1 when absent)."""
+        if self._order_customer_rows is None:
+            self._order_customer_rows = positions(self.orders["customer_id"], self.customers["customer_id"])
+        return self._order_customer_rows
 
 
 def _b(mask: pd.Series) -> np.ndarray:
