@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ class Signals:
     # Per order row of store.orders: the customer's row in `frame` (the merged identity when
     # duplicates are merged). Later stages join orders to customers through it.
     order_codes: np.ndarray | None = None
+    # Arrays derived from the frame once per run and shared by every cohort context (the
+    # stability re-runs rebuild the context ~35 times): eligibility, sorted values for share cuts.
+    cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def _days(delta: pd.Series) -> np.ndarray:
