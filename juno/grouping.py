@@ -36,6 +36,20 @@ def sorted_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
 
 
+def key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """(code per row, number of distinct values): codes in order of first appearance, -1 for
+    missing. For grouping by equal keys when the order of the groups does not matter."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = pa.array(s)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        enc = pc.dictionary_encode(arr)
+        idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return idx, len(enc.dictionary)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), len(uniques)
+
+
 def sorted_by_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Non-negative integer `values` sorted by (group, value), and the count per group.
 
