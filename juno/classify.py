@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from juno.assess import confidence, priority_score, stability, value_at_stake
 from juno.brief import CohortFacts, FlagCount
@@ -172,6 +174,27 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     )
 
 
+def _text(values: np.ndarray) -> Any:
+    """An object array of strings (or NaN) as the DataFrame constructor infers it (dtype 'str';
+    left as objects when nothing in it is a string), converted by Arrow in one call."""
+    a = pa.array(values, pa.large_string(), from_pandas=True)
+    if a.null_count == len(a):
+        return values
+    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _as_str(s: pd.Series) -> Any:
+    """A text column as `to_numpy()` then inference made it: dtype 'str' (NA as NaN), or the
+    objects themselves when it holds no string at all."""
+    if s.isna().all():
+        return s.to_numpy()
+    return s.array if s.dtype == "str" else s.astype("str").array
+
+
+_STATUS = np.array(["classified", "excluded", "merged", "unclassified"], dtype=object)
+_WHY_FIXED = ("no orders", "only cancelled or fully refunded orders", "no cohort rule met")
+
+
 def customer_table(
     signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -207,36 +230,39 @@ def customer_table(
     merged = f["merged_into"].notna().to_numpy(bool)
     no_orders = f["orders_all_lifetime"].to_numpy() == 0
     only_void = (f["orders_lifetime"].to_numpy() == 0) & ~no_orders
-    why = np.select(
-        [classified, excluded, merged, no_orders, only_void],
-        [
-            "",
-            f["excluded_reason"].to_numpy(object),
-            ("merged into " + f["merged_into"].fillna("")).to_numpy(object),
-            "no orders",
-            "only cancelled or fully refunded orders",
-        ],
-        default="no cohort rule met",
-    )
-    status = np.select([classified, excluded, merged], ["classified", "excluded", "merged"], "unclassified")
+    # The first reason that applies, as np.select over [classified, excluded, merged, no orders,
+    # only void] would pick: filled in reverse, the variable texts built for their rows only.
+    why = np.full(n, _WHY_FIXED[2], dtype=object)
+    why[only_void] = _WHY_FIXED[1]
+    why[no_orders] = _WHY_FIXED[0]
+    idx = np.flatnonzero(merged)
+    if len(idx):
+        into = f["merged_into"].take(idx).fillna("")
+        why[idx] = ("merged into " + into).to_numpy(object)
+    idx = np.flatnonzero(excluded)
+    if len(idx):
+        why[idx] = f["excluded_reason"].take(idx).to_numpy(object)
+    why[classified] = ""
+    status = np.full(n, 3, dtype=np.int8)
+    status[merged] = 2
+    status[excluded] = 1
+    status[classified] = 0
     priority = np.full(n, "", dtype=object)
     for cohort, p in prio.items():
         priority[prim == cohort] = p
-    out = pd.DataFrame(
-        {
-            "customer_id": f["customer_id"].to_numpy(),
-            "status": status,
-            "primary_cohort": prim,
-            "cohorts": cohorts_col,
-            "flags": flag_strings(cl.flags),
-            "held_back": cl.held & classified,
-            "next_action": cl.actions,
-            "priority": priority,
-            "reason_codes": reasons,
-            "flag_detail": cl.flags.detail,
-            "unclassified_reason": why,
-        }
-    )
+    cols: dict[str, Any] = {
+        "customer_id": _as_str(f["customer_id"]),
+        "status": _text(_STATUS[status]),
+        "primary_cohort": _text(prim),
+        "cohorts": _text(cohorts_col),
+        "flags": _text(flag_strings(cl.flags)),
+        "held_back": cl.held & classified,
+        "next_action": _text(cl.actions),
+        "priority": _text(priority),
+        "reason_codes": _text(reasons),
+        "flag_detail": _text(cl.flags.detail),
+        "unclassified_reason": _text(why),
+    }
     keep = [
         "orders_window",
         "orders_lifetime",
@@ -266,8 +292,13 @@ def customer_table(
         "duplicate_group",
     ]
     for col in keep:
-        out[col] = f[col].to_numpy()
+        s = f[col]
+        cols[col] = _as_str(s) if isinstance(s.dtype, pd.StringDtype) else s.to_numpy()
+    out = pd.DataFrame(cols)
     if contacts is not None:
         for col in ("email", "phone"):
-            out[col] = contacts[col].to_numpy() if col in contacts else None
+            if col in contacts and isinstance(contacts[col].dtype, pd.StringDtype):
+                out[col] = _as_str(contacts[col])
+            else:
+                out[col] = contacts[col].to_numpy() if col in contacts else None
     return out

@@ -9,9 +9,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import random_store
 
 import juno.render
+from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
+from juno.classify import Classification, customer_table
+from juno.cohorts import RULES, vip_excluded_for_discounts
+from juno.config import Config
+from juno.pipeline import RunResult, run
 from juno.render import csv_frame, float_cells, format_floats, write_csv
+from juno.signals import Signals
+
+EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 
 TRICKY_TEXT = [
     "plain", "", None, "a,b", 'say "hi"', "two\nlines", "cr\r", "\rx", "=1+2", "+1 619 555", "-3",
@@ -93,3 +102,143 @@ def test_float_cells_match_format_floats() -> None:
     assert (got == format_floats(v)).all()
     huge = np.array([1e9, 1e15, np.inf, np.nan, 1.5])
     assert (float_cells(huge).fill_null("").to_numpy(zero_copy_only=False) == format_floats(huge)).all()
+
+
+# ---------------------------------------------------------------- the customer table
+
+
+def _reference_flag_strings(flags: Flags) -> np.ndarray:
+    out = np.full(len(flags.frame), "", dtype=object)
+    for name in HOLD_FLAGS:
+        m = flags.frame[name].to_numpy(bool)
+        out = np.where(m, np.where(out == "", name, out + ";" + name), out)
+    return out
+
+
+def _reference_next_actions(primary: np.ndarray, flags: Flags, actions: dict[str, str], config: Config) -> np.ndarray:
+    fr = flags.frame
+    out = np.array([actions.get(p, "") for p in primary], dtype=object)
+    fallback = config.consent.fallback_channel
+    rules = [
+        ("duplicate_record", "merge duplicate records before outreach"),
+        ("subscription_conflict", "adjust the action: manage the subscription, do not remind or discount"),
+        ("recent_purchase", f"hold outreach: ordered within {config.thresholds.cooldown_days} days"),
+        ("no_consent", f"no marketing send: {fallback.replace('_', ' ')} or transactional only"),
+        ("recent_support_issue", "service recovery / review first; no promotional send"),
+    ]
+    for flag, text in rules:
+        out = np.where(fr[flag].to_numpy(bool) & (primary != ""), text, out)
+    hs = fr["high_severity"].to_numpy(bool) & (primary != "")
+    return np.where(hs, "service recovery first (high-severity ticket); no promotional send", out)
+
+
+def _reference_customer_table(
+    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """customer_table as it was: object arrays inferred by the DataFrame, columns set one by one."""
+    f = signals.frame
+    n = len(f)
+    prio = {c.cohort: c.priority for c in cl.cohort_facts}
+    cohorts_col = np.full(n, "", dtype=object)
+    reasons = np.full(n, "", dtype=object)
+    for cid in cl.memberships:
+        m = cl.memberships[cid]
+        idx = np.flatnonzero(m.mask)
+        if len(idx) == 0:
+            continue
+        cur = cohorts_col[idx]
+        cohorts_col[idx] = np.where(cur == "", cid, cur + ";" + cid)
+        text = cid + ": " + np.char.replace(m.reasons[idx].astype(str), ";", ", ").astype(object)
+        cur = reasons[idx]
+        reasons[idx] = np.where(cur == "", text, cur + " | " + text)
+    if "vip" in cl.memberships:
+        idx = np.flatnonzero(vip_excluded_for_discounts(cl.ctx))
+        note = "not vip: discount-dependent high spender"
+        cur = reasons[idx]
+        reasons[idx] = np.where(cur == "", note, cur + " | " + note)
+    prim = cl.primary
+    classified = prim != ""
+    excluded = f["excluded"].to_numpy(bool)
+    merged = f["merged_into"].notna().to_numpy(bool)
+    no_orders = f["orders_all_lifetime"].to_numpy() == 0
+    only_void = (f["orders_lifetime"].to_numpy() == 0) & ~no_orders
+    why = np.select(
+        [classified, excluded, merged, no_orders, only_void],
+        [
+            "",
+            f["excluded_reason"].to_numpy(object),
+            ("merged into " + f["merged_into"].fillna("")).to_numpy(object),
+            "no orders",
+            "only cancelled or fully refunded orders",
+        ],
+        default="no cohort rule met",
+    )
+    status = np.select([classified, excluded, merged], ["classified", "excluded", "merged"], "unclassified")
+    priority = np.full(n, "", dtype=object)
+    for cohort, p in prio.items():
+        priority[prim == cohort] = p
+    out = pd.DataFrame(
+        {
+            "customer_id": f["customer_id"].to_numpy(),
+            "status": status,
+            "primary_cohort": prim,
+            "cohorts": cohorts_col,
+            "flags": _reference_flag_strings(cl.flags),
+            "held_back": cl.held & classified,
+            "next_action": cl.actions,
+            "priority": priority,
+            "reason_codes": reasons,
+            "flag_detail": cl.flags.detail,
+            "unclassified_reason": why,
+        }
+    )
+    for col in CUSTOMER_SIGNALS:
+        out[col] = f[col].to_numpy()
+    if contacts is not None:
+        for col in ("email", "phone"):
+            out[col] = contacts[col].to_numpy() if col in contacts else None
+    return out
+
+
+CUSTOMER_SIGNALS = [
+    "orders_window", "orders_lifetime", "net_revenue_window", "net_revenue_lifetime", "margin_window",
+    "value_window", "value_lifetime", "value_score", "first_order_at", "last_order_at", "recency_days",
+    "tenure_days", "median_gap_days", "discount_share_window", "discount_rate_window", "refund_rate",
+    "top_category", "categories", "subscription_status", "tickets_window", "open_tickets", "email_consent",
+    "sms_consent", "email_ok", "sms_ok", "duplicate_group",
+]
+
+
+def _check_classification(result: RunResult) -> None:
+    store, sig, cl = result.store, result.signals, result.classification
+    assert store is not None and sig is not None and cl is not None
+    assert (flag_strings(cl.flags) == _reference_flag_strings(cl.flags)).all()
+    actions = {c: RULES[c].action for c in cl.memberships}
+    for config in (result.config, Config.model_validate({"consent": {"primary_channel": "sms"}})):
+        got = next_actions(cl.primary, cl.flags, actions, config)
+        assert got.dtype == object
+        assert (got == _reference_next_actions(cl.primary, cl.flags, actions, config)).all()
+    assert (cl.actions == _reference_next_actions(cl.primary, cl.flags, actions, result.config)).all()
+    contacts = [store.customers, None, store.customers.drop(columns=["phone"])]
+    for who in contacts:
+        got_t = customer_table(sig, cl, contacts=who)
+        want = _reference_customer_table(sig, cl, contacts=who)
+        pd.testing.assert_frame_equal(got_t, want, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        Config(),
+        Config.model_validate({"duplicates": {"merge": True}, "value": "margin"}),
+        Config.model_validate({"as_of": "2025-06-30", "population": {"exclude_tags": ["loyalty"]}}),
+    ],
+)
+def test_customer_table_matches_reference(config: Config) -> None:
+    _check_classification(run(EXAMPLE_STORE, config=config))
+
+
+def test_customer_table_matches_reference_on_a_random_store(tmp_path: Path) -> None:
+    store = random_store(tmp_path / "s", n=400, staff_tags=True, category="tea")
+    cfg = Config.model_validate({"population": {"exclude_tags": ["staff"]}, "duplicates": {"merge": True}})
+    _check_classification(run(store, config=cfg))
