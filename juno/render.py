@@ -194,23 +194,42 @@ def csv_cells(s: pd.Series) -> pa.Array:
     if kind in "iu" and numpy_backed:
         return pa.array(s.to_numpy()).cast(pa.large_string())
     if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
-        a = _large(pa.array(csv_frame(s.to_frame())[s.name].astype("string")))
-    else:  # text: escape_cells over Arrow
-        a = _large(pa.array(s.astype("string")))
-        risky = _starts_risky(a)
-        if pc.any(risky).as_py():
-            prefixed = pc.binary_join_element_wise(_L("'"), a.filter(risky), _L(""))
-            a = pc.replace_with_mask(a, risky, prefixed)
+        return quote_cells(_large(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
+    return quote_cells(escape_formulas(_large(pa.array(s.astype("string")))))
+
+
+def escape_formulas(a: pa.Array) -> pa.Array:
+    """`escape_cells` over Arrow: a quote in front of the cells that start like a formula."""
+    risky = _starts_risky(a)
+    if not pc.any(risky).as_py():
+        return a
+    return pc.replace_with_mask(a, risky, pc.binary_join_element_wise(_L("'"), a.filter(risky), _L("")))
+
+
+def quote_cells(a: pa.Array) -> pa.Array:
+    """Text cells as the csv module writes them (minimal quoting, quotes doubled), NA as empty."""
     a = a.fill_null("")
     needs = pc.match_substring(a, _SPECIALS[0])
     for ch in _SPECIALS[1:]:
         needs = pc.or_(needs, pc.match_substring(a, ch))
-    if pc.any(needs).as_py():
-        quoted = pc.binary_join_element_wise(
-            _L('"'), pc.replace_substring(a.filter(needs), '"', '""'), _L('"'), _L("")
-        )
-        a = pc.replace_with_mask(a, needs, quoted)
-    return a
+    if not pc.any(needs).as_py():
+        return a
+    quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a.filter(needs), '"', '""'), _L('"'), _L(""))
+    return pc.replace_with_mask(a, needs, quoted)
+
+
+def write_text_csv(text: pd.DataFrame, path: Path) -> None:
+    """A frame of cell texts (already escaped) as `text.to_csv(path, index=False,
+    lineterminator="\\n")` writes it, the rows joined by Arrow."""
+    plain = all(isinstance(text[c].dtype, pd.StringDtype) for c in text.columns)
+    if text.shape[1] < 2 or len(text) == 0 or not plain:
+        text.to_csv(path, index=False, lineterminator="\n")
+        return
+    with path.open("wb") as fh:
+        fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
+        for start in range(0, len(text), _SLICE):
+            part = text.iloc[start : start + _SLICE]
+            _write_lines(fh, [quote_cells(_large(pa.array(part[c]))) for c in text.columns])
 
 
 def _write_lines(fh: BinaryIO, cells: list[pa.Array]) -> None:

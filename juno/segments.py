@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from juno.cohorts import RULES, Context
 from juno.config import Config
@@ -507,6 +508,23 @@ def _tag_name(cid: str, result: RunResult) -> str:
     return f"juno-{cid.replace('_', '-')}-{result.store.as_of:%Y%m%d}"
 
 
+def _row_aligned(a: pd.Series, b: pd.Series) -> bool:
+    """The same customer ids in the same order (one Arrow comparison)."""
+    if len(a) != len(b):
+        return False
+    x, y = pa.array(a, from_pandas=True), pa.array(b, from_pandas=True)
+    if x.type != y.type:
+        try:
+            y = y.cast(x.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return False
+    if isinstance(x, pa.ChunkedArray):
+        x = x.combine_chunks()
+    if isinstance(y, pa.ChunkedArray):
+        y = y.combine_chunks()
+    return bool(x.equals(y))
+
+
 def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
     from juno.render import csv_frame
@@ -514,9 +532,14 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     cl, store = result.classification, result.store
     assert cl is not None and store is not None and result.signals is not None
     mask = cl.memberships[cid].mask
-    ids = result.signals.frame["customer_id"].to_numpy()[mask]
-    cust = store.customers.set_index("customer_id")
-    members = cust.reindex(pd.Index(ids, dtype="string"))
+    ids = result.signals.frame["customer_id"]
+    if _row_aligned(store.customers["customer_id"], ids):
+        # The usual case (signals have one row per store customer, in the same order): members
+        # by position, not by a string index over every customer.
+        members = store.customers.take(np.flatnonzero(mask))
+    else:
+        cust = store.customers.set_index("customer_id")
+        members = cust.reindex(pd.Index(ids.to_numpy()[mask], dtype="string"))
 
     def col(name: str) -> pd.Series:
         if name in members:
@@ -581,6 +604,8 @@ def build(result: RunResult) -> list[Segment]:
 
 def write(result: RunResult, folder: Path) -> None:
     """Write segments.json and segments/<cohort>.sql, .shopify.txt (and tag imports) into the run."""
+    from juno.render import write_text_csv
+
     if result.classification is None:
         return
     segments = build(result)
@@ -604,7 +629,7 @@ def write(result: RunResult, folder: Path) -> None:
         if seg.shopify_tag:
             rows = tag_import(seg.cohort, result, seg.shopify_tag)
             name = f"{seg.cohort}_shopify_tags.csv"
-            rows.to_csv(sub / name, index=False, lineterminator="\n", columns=TAG_IMPORT_COLUMNS)
+            write_text_csv(rows[TAG_IMPORT_COLUMNS], sub / name)
             members = int(np.asarray(result.classification.memberships[seg.cohort].mask).sum())
             entry["shopify_tag_import"] = f"segments/{name}"
             entry["shopify_tag_import_rows"] = len(rows)

@@ -12,12 +12,13 @@ import pytest
 from helpers import random_store
 
 import juno.render
+from juno import segments
 from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
 from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, vip_excluded_for_discounts
 from juno.config import Config
 from juno.pipeline import RunResult, run
-from juno.render import csv_frame, float_cells, format_floats, write_csv
+from juno.render import csv_frame, float_cells, format_floats, write_csv, write_text_csv
 from juno.signals import Signals
 
 EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
@@ -242,3 +243,39 @@ def test_customer_table_matches_reference_on_a_random_store(tmp_path: Path) -> N
     store = random_store(tmp_path / "s", n=400, staff_tags=True, category="tea")
     cfg = Config.model_validate({"population": {"exclude_tags": ["staff"]}, "duplicates": {"merge": True}})
     _check_classification(run(store, config=cfg))
+
+
+# ---------------------------------------------------------------- segments
+
+
+def test_write_text_csv_matches_to_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(juno.render, "_SLICE", 64)
+    rng = np.random.default_rng(4)
+    n = 500
+    text = pd.DataFrame(
+        {
+            "First Name": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="string"),
+            "Tags": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="str"),
+            "Phone": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="string"),
+        }
+    )
+    frames = [text, text.iloc[3:9], text.iloc[:0], text[["Tags"]], text.assign(n=1)]
+    for i, frame in enumerate(frames):
+        path = tmp_path / f"{i}.csv"
+        write_text_csv(frame, path)
+        assert path.read_bytes() == frame.to_csv(index=False, lineterminator="\n").encode("utf-8"), i
+
+
+def test_tag_import_by_position_matches_reindex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = random_store(tmp_path / "s", n=400, staff_tags=True)
+    result = run(store, config=Config())
+    assert result.classification is not None and result.store is not None and result.signals is not None
+    assert segments._row_aligned(result.store.customers["customer_id"], result.signals.frame["customer_id"])
+    fast = {cid: segments.tag_import(cid, result, "t") for cid in result.classification.memberships}
+    assert sum(len(f) for f in fast.values()) > 50
+    monkeypatch.setattr(segments, "_row_aligned", lambda a, b: False)
+    for cid, frame in fast.items():
+        pd.testing.assert_frame_equal(frame, segments.tag_import(cid, result, "t"), check_exact=True)
+    ids = result.signals.frame["customer_id"]
+    assert not segments._row_aligned(ids, ids.iloc[::-1].reset_index(drop=True))
+    assert not segments._row_aligned(ids, ids.iloc[1:])
