@@ -165,17 +165,14 @@ def float_cells(values: np.ndarray) -> pa.Array:
     if (~fast & ~nan).any():
         return _large(pa.array(format_floats(values), pa.large_string()))
     k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
-    whole = pa.array(k // 10_000, mask=nan if nan.any() else None).cast(pa.large_string())
-    frac = _fraction_text().take(pa.array(k % 10_000))
-    sign = pc.if_else(pa.array(np.signbit(v)), _L("-"), _L(""))  # -0.0 prints as "-0", as f"" does
-    return pc.binary_join_element_wise(sign, whole, frac, _L(""))
-
-
-def _starts_risky(a: pa.Array) -> pa.Array:
-    risky = pc.starts_with(a, FORMULA_START[0])
-    for prefix in FORMULA_START[1:]:
-        risky = pc.or_(risky, pc.starts_with(a, prefix))
-    return pc.fill_null(risky, False)
+    whole, frac = np.divmod(k, 10_000)
+    parts = [pa.array(whole, mask=nan if nan.any() else None).cast(pa.large_string())]
+    if frac.any():  # whole numbers need no fraction column
+        parts.append(_fraction_text().take(pa.array(frac)))
+    negative = np.signbit(v)  # -0.0 prints as "-0", as f"" does
+    if negative.any():
+        parts.insert(0, pc.if_else(pa.array(negative), _L("-"), _L("")))
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, _L(""))
 
 
 def csv_cells(s: pd.Series) -> pa.Array:
@@ -195,27 +192,65 @@ def csv_cells(s: pd.Series) -> pa.Array:
         return pa.array(s.to_numpy()).cast(pa.large_string())
     if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
         return quote_cells(_large(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
-    return quote_cells(escape_formulas(_large(pa.array(s.astype("string")))))
+    text = _large(pa.array(s.astype("string")))
+    return quote_cells(escape_formulas(text.fill_null("") if text.null_count else text))
+
+
+def _buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of a large_string array, as numpy views of its buffers."""
+    offsets = np.frombuffer(a.buffers()[1], dtype=np.int64)[a.offset : a.offset + len(a) + 1]
+    data = a.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
+def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
+    """Cells whose first byte is one of `chars` (ASCII): starts_with, read off the buffers."""
+    offsets, data = _buffers(a)
+    starts = offsets[:-1]
+    nonempty = offsets[1:] > starts
+    first = np.zeros(len(a), dtype=np.uint8)
+    first[nonempty] = data[starts[nonempty]]
+    return np.isin(first, np.frombuffer(chars, dtype=np.uint8))
+
+
+def _holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
+    """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
+    offsets, data = _buffers(a)
+    body = data[offsets[0] : offsets[-1]]
+    hit = body == chars[0]
+    for ch in chars[1:]:
+        hit |= body == ch
+    out = np.zeros(len(a), dtype=bool)
+    at = np.flatnonzero(hit)
+    if len(at):
+        out[np.searchsorted(offsets, at + offsets[0], side="right") - 1] = True
+    return out
+
+
+_FORMULA_BYTES = "".join(FORMULA_START).encode("ascii")
 
 
 def escape_formulas(a: pa.Array) -> pa.Array:
-    """`escape_cells` over Arrow: a quote in front of the cells that start like a formula."""
-    risky = _starts_risky(a)
-    if not pc.any(risky).as_py():
+    """`escape_cells` over Arrow (a large_string array without nulls): a quote in front of the
+    cells that start like a formula."""
+    risky = _first_byte_in(a, _FORMULA_BYTES)
+    if not risky.any():
         return a
-    return pc.replace_with_mask(a, risky, pc.binary_join_element_wise(_L("'"), a.filter(risky), _L("")))
+    mask = pa.array(risky)
+    return pc.replace_with_mask(a, mask, pc.binary_join_element_wise(_L("'"), a.filter(mask), _L("")))
 
 
 def quote_cells(a: pa.Array) -> pa.Array:
-    """Text cells as the csv module writes them (minimal quoting, quotes doubled), NA as empty."""
-    a = a.fill_null("")
-    needs = pc.match_substring(a, _SPECIALS[0])
-    for ch in _SPECIALS[1:]:
-        needs = pc.or_(needs, pc.match_substring(a, ch))
-    if not pc.any(needs).as_py():
+    """Text cells (a large_string array) as the csv module writes them (minimal quoting, quotes
+    doubled), NA as empty."""
+    if a.null_count:
+        a = a.fill_null("")
+    needs = _holds_byte(a, _SPECIALS.encode("ascii"))
+    if not needs.any():
         return a
-    quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a.filter(needs), '"', '""'), _L('"'), _L(""))
-    return pc.replace_with_mask(a, needs, quoted)
+    mask = pa.array(needs)
+    quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a.filter(mask), '"', '""'), _L('"'), _L(""))
+    return pc.replace_with_mask(a, mask, quoted)
 
 
 def write_text_csv(text: pd.DataFrame, path: Path) -> None:

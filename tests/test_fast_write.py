@@ -101,6 +101,9 @@ def test_float_cells_match_format_floats() -> None:
     ]
     got = float_cells(v).fill_null("").to_numpy(zero_copy_only=False)
     assert (got == format_floats(v)).all()
+    rounded = np.r_[np.arange(0, 5000.0), [np.nan, 7.0]]
+    for w in (np.abs(v), rounded, -rounded, np.round(np.abs(v), 1), np.array([np.nan, np.nan]), v[:0]):
+        assert (float_cells(w).fill_null("").to_numpy(zero_copy_only=False) == format_floats(w)).all()
     huge = np.array([1e9, 1e15, np.inf, np.nan, 1.5])
     assert (float_cells(huge).fill_null("").to_numpy(zero_copy_only=False) == format_floats(huge)).all()
 
