@@ -104,13 +104,18 @@ def compute_flags(
     return Flags(frame=frame, detail=detail)
 
 
-def flag_strings(flags: Flags) -> np.ndarray:
-    """';'-joined flags per customer, in HOLD_FLAGS order: each customer's set of flags as a
-    bit code, looked up in the texts of all 32 sets."""
+def flag_codes(flags: Flags) -> tuple[list[str], np.ndarray]:
+    """Each customer's set of flags as a bit code, and the ';'-joined text of every code."""
     code = np.zeros(len(flags.frame), dtype=np.int64)
     for bit, name in enumerate(HOLD_FLAGS):
         code |= flags.frame[name].to_numpy(bool).astype(np.int64) << bit
     texts = [";".join(f for b, f in enumerate(HOLD_FLAGS) if c >> b & 1) for c in range(1 << len(HOLD_FLAGS))]
+    return texts, code
+
+
+def flag_strings(flags: Flags) -> np.ndarray:
+    """';'-joined flags per customer, in HOLD_FLAGS order (looked up by `flag_codes`)."""
+    texts, code = flag_codes(flags)
     return np.asarray(np.array(texts, dtype=object)[code], dtype=object)
 
 

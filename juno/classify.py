@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from juno.assess import confidence, priority_score, stability, value_at_stake
 from juno.brief import CohortFacts, FlagCount
-from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_strings, held_back, next_actions
+from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_codes, held_back, next_actions
 from juno.cohorts import (
     RULES,
     Context,
@@ -191,7 +191,15 @@ def _as_str(s: pd.Series) -> Any:
     return s.array if s.dtype == "str" else s.astype("str").array
 
 
-_STATUS = np.array(["classified", "excluded", "merged", "unclassified"], dtype=object)
+def _coded(texts: list[str], code: np.ndarray) -> Any:
+    """`_text(np.array(texts, dtype=object)[code])` without the objects: one Arrow take."""
+    if len(code) == 0:
+        return _text(np.array(texts, dtype=object)[code])
+    a = pa.array(texts, pa.large_string()).take(pa.array(code))
+    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+_STATUS = ("classified", "excluded", "merged", "unclassified")
 _WHY_FIXED = ("no orders", "only cancelled or fully refunded orders", "no cohort rule met")
 
 
@@ -247,18 +255,31 @@ def customer_table(
     status[merged] = 2
     status[excluded] = 1
     status[classified] = 0
-    priority = np.full(n, "", dtype=object)
-    for cohort, p in prio.items():
-        priority[prim == cohort] = p
+    # Primary cohort and its priority as codes into the few texts they take.
+    names = ["", *cl.memberships]
+    pcode = np.zeros(n, dtype=np.int64)
+    seen = ~classified
+    for i, cid in enumerate(names[1:], start=1):
+        hit = prim == cid
+        pcode[hit] = i
+        seen |= hit
+    if seen.all():
+        primary_col = _coded(names, pcode)
+        priority_col = _coded(["", *[prio.get(c, "") for c in names[1:]]], pcode)
+    else:  # a primary cohort outside the memberships: text as it is
+        priority = np.full(n, "", dtype=object)
+        for cohort, p in prio.items():
+            priority[prim == cohort] = p
+        primary_col, priority_col = _text(prim), _text(priority)
     cols: dict[str, Any] = {
         "customer_id": _as_str(f["customer_id"]),
-        "status": _text(_STATUS[status]),
-        "primary_cohort": _text(prim),
+        "status": _coded(list(_STATUS), status),
+        "primary_cohort": primary_col,
         "cohorts": _text(cohorts_col),
-        "flags": _text(flag_strings(cl.flags)),
+        "flags": _coded(*flag_codes(cl.flags)),
         "held_back": cl.held & classified,
         "next_action": _text(cl.actions),
-        "priority": _text(priority),
+        "priority": priority_col,
         "reason_codes": _text(reasons),
         "flag_detail": _text(cl.flags.detail),
         "unclassified_reason": _text(why),
@@ -291,10 +312,14 @@ def customer_table(
         "sms_ok",
         "duplicate_group",
     ]
+    shared = f.index.equals(pd.RangeIndex(n))
     for col in keep:
         s = f[col]
-        cols[col] = _as_str(s) if isinstance(s.dtype, pd.StringDtype) else s.to_numpy()
-    out = pd.DataFrame(cols)
+        if isinstance(s.dtype, pd.StringDtype):
+            cols[col] = _as_str(s)
+        else:  # numbers and dates: the signals' own Series, shared until written to (copy on write)
+            cols[col] = s if shared else s.to_numpy()
+    out = pd.DataFrame(cols, copy=False)
     if contacts is not None:
         for col in ("email", "phone"):
             if col in contacts and isinstance(contacts[col].dtype, pd.StringDtype):
