@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from juno.cohorts import RULES, Context
 from juno.config import Config
+from juno.parse import isin
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult
@@ -310,7 +311,11 @@ def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
     rep = table[table["replenishable"].astype(bool)]
     p = cl.cycles.purchases
     sku_cat: dict[str, str | None] = {}
-    if len(p) and "sku" in p:
+    wanted = rep.loc[rep["level"] != "category", "product"].astype(str).unique()
+    if len(p) and "sku" in p and len(wanted):
+        if isinstance(p["sku"].dtype, pd.StringDtype):
+            # The first purchase row of each SKU that has a cycle only, not of every SKU.
+            p = p.iloc[np.flatnonzero(isin(p["sku"], wanted))]
         first = p.dropna(subset=["sku"]).drop_duplicates("sku")
         for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True):
             sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)

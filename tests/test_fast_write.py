@@ -4,6 +4,7 @@ implementations they replaced give (like tests/test_outputs_stable.py: no timing
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +283,53 @@ def test_tag_import_by_position_matches_reindex(tmp_path: Path, monkeypatch: pyt
     ids = result.signals.frame["customer_id"]
     assert not segments._row_aligned(ids, ids.iloc[::-1].reset_index(drop=True))
     assert not segments._row_aligned(ids, ids.iloc[1:])
+
+
+def _reference_cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
+    cl = result.classification
+    assert cl is not None
+    table = cl.cycles.table
+    if table.empty:
+        return []
+    rep = table[table["replenishable"].astype(bool)]
+    p = cl.cycles.purchases
+    sku_cat: dict[str, str | None] = {}
+    if len(p) and "sku" in p:
+        first = p.dropna(subset=["sku"]).drop_duplicates("sku")
+        for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True):
+            sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)
+    rows: list[tuple[str, str, str | None, float]] = []
+    for r in rep.sort_values(["level", "product"]).itertuples():
+        product = str(r.product)
+        category = product if r.level == "category" else sku_cat.get(product)
+        rows.append((str(r.level), product, category, float(str(r.median_days))))
+    return rows
+
+
+def test_cycle_rows_match_reference() -> None:
+    result = run(EXAMPLE_STORE, config=Config())
+    assert segments._cycle_rows(result) == _reference_cycle_rows(result)
+    # SKU-level cycles (the example store has none): first category of each SKU with a cycle.
+    purchases = pd.DataFrame(
+        {
+            "c": [0, 1, 2, 3, 4, 5],
+            "category": pd.Series([None, "tea", "coffee", "tea", None, "x"], dtype="string"),
+            "sku": pd.Series(["S1", "S1", None, "S2", "S3", "S4"], dtype="string"),
+            "day": pd.to_datetime(["2025-01-01"] * 6),
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "level": ["category", "sku", "sku", "sku", "sku", "category"],
+            "product": ["tea", "S1", "S2", "S3", "S9", "coffee"],
+            "median_days": [30.0, 20.5, 14.0, 7.0, 3.0, 45.0],
+            "replenishable": [True, True, True, True, True, False],
+        }
+    )
+    got = []
+    for p in (purchases, purchases.astype({"sku": object}), purchases.iloc[:0]):
+        cycles = types.SimpleNamespace(table=table, purchases=p)
+        fake = types.SimpleNamespace(classification=types.SimpleNamespace(cycles=cycles))
+        got.append(segments._cycle_rows(fake))  # type: ignore[arg-type]
+        assert got[-1] == _reference_cycle_rows(fake)  # type: ignore[arg-type]
+    assert ("sku", "S1", None, 20.5) in got[0] and ("sku", "S2", "tea", 14.0) in got[0]
