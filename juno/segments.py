@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from juno.cohorts import RULES, Context
 from juno.config import Config
-from juno.parse import isin
+from juno.parse import positions
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult
@@ -301,7 +301,10 @@ def _signal_sql(cid: str, ctx: Context, config: Config, base: str) -> str:
     )
 
 
-def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
+CycleRow = tuple[str, str, str | None, float]
+
+
+def _cycle_rows(result: RunResult) -> list[CycleRow]:
     """(level, product, category, cycle days) of every replenishable product in this run."""
     cl = result.classification
     assert cl is not None
@@ -312,14 +315,19 @@ def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
     p = cl.cycles.purchases
     sku_cat: dict[str, str | None] = {}
     wanted = rep.loc[rep["level"] != "category", "product"].astype(str).unique()
-    if len(p) and "sku" in p and len(wanted):
-        if isinstance(p["sku"].dtype, pd.StringDtype):
-            # The first purchase row of each SKU that has a cycle only, not of every SKU.
-            p = p.iloc[np.flatnonzero(isin(p["sku"], wanted))]
-        first = p.dropna(subset=["sku"]).drop_duplicates("sku")
-        for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True):
+    if len(p) and "sku" in p and len(wanted) and isinstance(p["sku"].dtype, pd.StringDtype):
+        # The first purchase row of each SKU that has a cycle: one Arrow lookup, then numbers.
+        pos = positions(p["sku"], pd.Index(wanted))
+        rows_hit = np.flatnonzero(pos >= 0)
+        found, first = np.unique(pos[rows_hit], return_index=True)
+        cats = p["category"].take(rows_hit[first]).tolist()
+        for k, cat in zip(found.tolist(), cats, strict=True):
+            sku_cat[str(wanted[k])] = None if pd.isna(cat) else str(cat)
+    elif len(p) and "sku" in p and len(wanted):
+        first_rows = p.dropna(subset=["sku"]).drop_duplicates("sku")
+        for sku, cat in zip(first_rows["sku"].tolist(), first_rows["category"].tolist(), strict=True):
             sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)
-    rows: list[tuple[str, str, str | None, float]] = []
+    rows: list[CycleRow] = []
     for r in rep.sort_values(["level", "product"]).itertuples():
         product = str(r.product)
         category = product if r.level == "category" else sku_cat.get(product)
@@ -327,8 +335,9 @@ def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
     return rows
 
 
-def _replenishment_sql(result: RunResult, ctx: Context, config: Config, base: str, as_of_s: float) -> str:
-    rows = _cycle_rows(result)
+def _replenishment_sql(
+    result: RunResult, ctx: Context, config: Config, base: str, as_of_s: float, rows: list[CycleRow]
+) -> str:
     if not rows:
         return (
             "-- No product has a reliable reorder cycle in this run, so nobody is due.\n"
@@ -386,7 +395,7 @@ WHERE (cl.last_s IS NULL OR cl.last_s <= d.last_s)  -- no later purchase in its 
 ORDER BY d.customer_id"""
 
 
-def sql_for(cid: str, result: RunResult) -> str:
+def sql_for(cid: str, result: RunResult, cycle_rows: list[CycleRow] | None = None) -> str:
     """One DuckDB-ready query returning the cohort's members (customer_id first)."""
     cl = result.classification
     assert cl is not None and result.store is not None
@@ -409,7 +418,8 @@ def sql_for(cid: str, result: RunResult) -> str:
         cost_from = "orders" if orders_cost else "lines"
     base = _base_ctes(as_of_s, window_s, cost_from, config.window_days)
     if cid == "replenishment_ready":
-        body = _replenishment_sql(result, ctx, config, base, as_of_s)
+        rows = _cycle_rows(result) if cycle_rows is None else cycle_rows
+        body = _replenishment_sql(result, ctx, config, base, as_of_s, rows)
     else:
         body = _signal_sql(cid, ctx, config, base)
     return header + body + "\n"
@@ -430,7 +440,9 @@ def _population_shopify(config: Config) -> list[str]:
     return out
 
 
-def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
+def shopify_for(
+    cid: str, result: RunResult, cycle_rows: list[CycleRow] | None = None
+) -> tuple[str, bool, str]:
     """(query, exact, note): Shopify segment query language, thresholds resolved to numbers."""
     cl = result.classification
     assert cl is not None
@@ -488,7 +500,8 @@ def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
             "include cancelled or fully refunded orders."
         )
     elif cid == "replenishment_ready":
-        rows = [row for row in _cycle_rows(result) if row[0] == "category"]
+        every = _cycle_rows(result) if cycle_rows is None else cycle_rows
+        rows = [row for row in every if row[0] == "category"]
         clauses = []
         for _, product, _, days in rows:
             newest = days - th.lead_days
@@ -582,9 +595,10 @@ def build(result: RunResult) -> list[Segment]:
     cl = result.classification
     assert cl is not None
     merged = result.config.duplicates.merge
+    rows = _cycle_rows(result) if "replenishment_ready" in cl.memberships else []
     out = []
     for cid in cl.memberships:
-        query, exact, note = shopify_for(cid, result)
+        query, exact, note = shopify_for(cid, result, rows)
         tag = None if exact else _tag_name(cid, result)
         out.append(
             Segment(
@@ -594,7 +608,7 @@ def build(result: RunResult) -> list[Segment]:
                 shopify_note=note,
                 shopify_tag=tag,
                 shopify_tag_query=None if tag is None else f"customer_tags CONTAINS {_str(tag)}",
-                sql=sql_for(cid, result),
+                sql=sql_for(cid, result, rows),
                 sql_exact=not merged,
                 sql_note=(
                     "duplicates.merge is on: Juno computes signals on merged identities, which this SQL "
