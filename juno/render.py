@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,15 +91,35 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
         csv_frame(frame).to_csv(path, index=False, lineterminator="\n", na_rep="")
         return
     columns = [frame.iloc[:, j] for j in range(frame.shape[1])]
+
+    def text(start: int) -> memoryview:
+        return _lines([csv_cells(s.iloc[start : start + _SLICE]) for s in columns])
+
+    header = ",".join(_quote_name(str(c)) for c in frame.columns) + "\n"
+    _write_slices(path, header, text, range(0, len(frame), _SLICE))
+
+
+# In slices of rows: the text of a whole million-row table at once is gigabytes.
+_SLICE = 1 << 16
+_AHEAD = 2  # slices being turned into text while the previous one is written
+
+
+def _write_slices(path: Path, header: str, text: Callable[[int], memoryview], starts: range) -> None:
+    """Each slice's text, in order; the next ones are built on a second thread meanwhile (Arrow
+    kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once."""
     with path.open("wb") as fh:
-        fh.write((",".join(_quote_name(str(c)) for c in frame.columns) + "\n").encode("utf-8"))
-        # In slices of rows: the text of a whole million-row table at once is gigabytes.
-        for start in range(0, len(frame), _SLICE):
-            cells = [csv_cells(s.iloc[start : start + _SLICE]) for s in columns]
-            _write_lines(fh, cells)
-
-
-_SLICE = 1 << 17
+        fh.write(header.encode("utf-8"))
+        if len(starts) == 1:
+            fh.write(text(starts[0]))
+            return
+        with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
+            pending: deque[Future[memoryview]] = deque()
+            for start in starts:
+                pending.append(pool.submit(text, start))
+                if len(pending) >= _AHEAD:
+                    fh.write(pending.popleft().result())
+            while pending:
+                fh.write(pending.popleft().result())
 
 
 def _quote_name(name: str) -> str:
@@ -264,11 +287,11 @@ def write_text_csv(text: pd.DataFrame, path: Path) -> None:
         fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
         for start in range(0, len(text), _SLICE):
             part = text.iloc[start : start + _SLICE]
-            _write_lines(fh, [quote_cells(_large(pa.array(part[c]))) for c in text.columns])
+            fh.write(_lines([quote_cells(_large(pa.array(part[c]))) for c in text.columns]))
 
 
-def _write_lines(fh: BinaryIO, cells: list[pa.Array]) -> None:
-    """Rows of cell texts joined by commas, each ended by a newline, straight from Arrow's buffer."""
+def _lines(cells: list[pa.Array]) -> memoryview:
+    """Rows of cell texts joined by commas, each ended by a newline: a view of Arrow's buffer."""
     cells = [*cells[:-1], pc.binary_join_element_wise(cells[-1], _L("\n"), _L(""))]
     lines = pc.binary_join_element_wise(*cells, _L(","))
     if isinstance(lines, pa.ChunkedArray):
@@ -276,7 +299,7 @@ def _write_lines(fh: BinaryIO, cells: list[pa.Array]) -> None:
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
     data = lines.buffers()[2]
     assert data is not None
-    fh.write(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+    return memoryview(data)[int(offsets[0]) : int(offsets[-1])]
 
 
 def cohorts_frame(cohorts: list[CohortFacts]) -> pd.DataFrame:
