@@ -92,7 +92,7 @@ def stability(
             moved = _perturbed(th, key, factor)
             if moved is None:
                 continue
-            new_mask = RULES[cid].members(rebuild(moved)).mask
+            new_mask = RULES[cid].member_mask(rebuild(moved))
             kept = float((mask & new_mask).sum()) / size
             if kept < worst:
                 worst, worst_key = kept, key

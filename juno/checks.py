@@ -104,14 +104,19 @@ def compute_flags(
     return Flags(frame=frame, detail=detail)
 
 
+def flag_codes(flags: Flags) -> tuple[list[str], np.ndarray]:
+    """Each customer's set of flags as a bit code, and the ';'-joined text of every code."""
+    code = np.zeros(len(flags.frame), dtype=np.int64)
+    for bit, name in enumerate(HOLD_FLAGS):
+        code |= flags.frame[name].to_numpy(bool).astype(np.int64) << bit
+    texts = [";".join(f for b, f in enumerate(HOLD_FLAGS) if c >> b & 1) for c in range(1 << len(HOLD_FLAGS))]
+    return texts, code
+
+
 def flag_strings(flags: Flags) -> np.ndarray:
-    """';'-joined flags per customer, in HOLD_FLAGS order."""
-    n = len(flags.frame)
-    out = np.full(n, "", dtype=object)
-    for name in HOLD_FLAGS:
-        m = flags.frame[name].to_numpy(bool)
-        out = np.where(m, np.where(out == "", name, out + ";" + name), out)
-    return out
+    """';'-joined flags per customer, in HOLD_FLAGS order (looked up by `flag_codes`)."""
+    texts, code = flag_codes(flags)
+    return np.asarray(np.array(texts, dtype=object)[code], dtype=object)
 
 
 def held_back(flags: Flags) -> np.ndarray:
@@ -123,9 +128,10 @@ def next_actions(
 ) -> np.ndarray:
     """The next action per customer: the cohort's action unless a flag changes it (first wins)."""
     fr = flags.frame
-    base = np.array([actions.get(p, "") for p in primary], dtype=object)
+    out = np.full(len(primary), "", dtype=object)
+    for cid, text in actions.items():
+        out[primary == cid] = text
     fallback = config.consent.fallback_channel
-    out = base.copy()
     rules = [
         ("duplicate_record", "merge duplicate records before outreach"),
         ("subscription_conflict", "adjust the action: manage the subscription, do not remind or discount"),
@@ -134,9 +140,8 @@ def next_actions(
         ("recent_support_issue", "service recovery / review first; no promotional send"),
     ]
     # Later rules override earlier ones: support issues matter most, then consent.
+    has = primary != ""
     for flag, text in rules:
-        m = fr[flag].to_numpy(bool) & (primary != "")
-        out = np.where(m, text, out)
-    hs = fr["high_severity"].to_numpy(bool) & (primary != "")
-    out = np.where(hs, "service recovery first (high-severity ticket); no promotional send", out)
+        out[fr[flag].to_numpy(bool) & has] = text
+    out[fr["high_severity"].to_numpy(bool) & has] = "service recovery first (high-severity ticket); no promotional send"
     return out

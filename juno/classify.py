@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from juno.assess import confidence, priority_score, stability, value_at_stake
 from juno.brief import CohortFacts, FlagCount
-from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_strings, held_back, next_actions
+from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_codes, held_back, next_actions
 from juno.cohorts import (
     RULES,
     Context,
@@ -64,7 +66,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     f = signals.frame
     code = signals.order_codes
     assert code is not None, "signals come from compute_signals"
-    history = purchase_history(store, code)
+    history = purchase_history(store, code, signals.category_codes)
     cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
     ctx = make_context(signals, cycles, config)
     cohort_ids = [c for c in config.precedence if c in config.cohorts]
@@ -172,6 +174,35 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     )
 
 
+def _text(values: np.ndarray) -> Any:
+    """An object array of strings (or NaN) as the DataFrame constructor infers it (dtype 'str';
+    left as objects when nothing in it is a string), converted by Arrow in one call."""
+    a = pa.array(values, pa.large_string(), from_pandas=True)
+    if a.null_count == len(a):
+        return values
+    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _as_str(s: pd.Series) -> Any:
+    """A text column as `to_numpy()` then inference made it: dtype 'str' (NA as NaN), or the
+    objects themselves when it holds no string at all."""
+    if s.isna().all():
+        return s.to_numpy()
+    return s.array if s.dtype == "str" else s.astype("str").array
+
+
+def _coded(texts: list[str], code: np.ndarray) -> Any:
+    """`_text(np.array(texts, dtype=object)[code])` without the objects: one Arrow take."""
+    if len(code) == 0:
+        return _text(np.array(texts, dtype=object)[code])
+    a = pa.array(texts, pa.large_string()).take(pa.array(code))
+    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+_STATUS = ("classified", "excluded", "merged", "unclassified")
+_WHY_FIXED = ("no orders", "only cancelled or fully refunded orders", "no cohort rule met")
+
+
 def customer_table(
     signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
 ) -> pd.DataFrame:
@@ -207,36 +238,52 @@ def customer_table(
     merged = f["merged_into"].notna().to_numpy(bool)
     no_orders = f["orders_all_lifetime"].to_numpy() == 0
     only_void = (f["orders_lifetime"].to_numpy() == 0) & ~no_orders
-    why = np.select(
-        [classified, excluded, merged, no_orders, only_void],
-        [
-            "",
-            f["excluded_reason"].to_numpy(object),
-            ("merged into " + f["merged_into"].fillna("")).to_numpy(object),
-            "no orders",
-            "only cancelled or fully refunded orders",
-        ],
-        default="no cohort rule met",
-    )
-    status = np.select([classified, excluded, merged], ["classified", "excluded", "merged"], "unclassified")
-    priority = np.full(n, "", dtype=object)
-    for cohort, p in prio.items():
-        priority[prim == cohort] = p
-    out = pd.DataFrame(
-        {
-            "customer_id": f["customer_id"].to_numpy(),
-            "status": status,
-            "primary_cohort": prim,
-            "cohorts": cohorts_col,
-            "flags": flag_strings(cl.flags),
-            "held_back": cl.held & classified,
-            "next_action": cl.actions,
-            "priority": priority,
-            "reason_codes": reasons,
-            "flag_detail": cl.flags.detail,
-            "unclassified_reason": why,
-        }
-    )
+    # The first reason that applies, as np.select over [classified, excluded, merged, no orders,
+    # only void] would pick: filled in reverse, the variable texts built for their rows only.
+    why = np.full(n, _WHY_FIXED[2], dtype=object)
+    why[only_void] = _WHY_FIXED[1]
+    why[no_orders] = _WHY_FIXED[0]
+    idx = np.flatnonzero(merged)
+    if len(idx):
+        into = f["merged_into"].take(idx).fillna("")
+        why[idx] = ("merged into " + into).to_numpy(object)
+    idx = np.flatnonzero(excluded)
+    if len(idx):
+        why[idx] = f["excluded_reason"].take(idx).to_numpy(object)
+    why[classified] = ""
+    status = np.full(n, 3, dtype=np.int8)
+    status[merged] = 2
+    status[excluded] = 1
+    status[classified] = 0
+    # Primary cohort and its priority as codes into the few texts they take.
+    names = ["", *cl.memberships]
+    pcode = np.zeros(n, dtype=np.int64)
+    seen = ~classified
+    for i, cid in enumerate(names[1:], start=1):
+        hit = prim == cid
+        pcode[hit] = i
+        seen |= hit
+    if seen.all():
+        primary_col = _coded(names, pcode)
+        priority_col = _coded(["", *[prio.get(c, "") for c in names[1:]]], pcode)
+    else:  # a primary cohort outside the memberships: text as it is
+        priority = np.full(n, "", dtype=object)
+        for cohort, p in prio.items():
+            priority[prim == cohort] = p
+        primary_col, priority_col = _text(prim), _text(priority)
+    cols: dict[str, Any] = {
+        "customer_id": _as_str(f["customer_id"]),
+        "status": _coded(list(_STATUS), status),
+        "primary_cohort": primary_col,
+        "cohorts": _text(cohorts_col),
+        "flags": _coded(*flag_codes(cl.flags)),
+        "held_back": cl.held & classified,
+        "next_action": _text(cl.actions),
+        "priority": priority_col,
+        "reason_codes": _text(reasons),
+        "flag_detail": _text(cl.flags.detail),
+        "unclassified_reason": _text(why),
+    }
     keep = [
         "orders_window",
         "orders_lifetime",
@@ -265,9 +312,18 @@ def customer_table(
         "sms_ok",
         "duplicate_group",
     ]
+    shared = f.index.equals(pd.RangeIndex(n))
     for col in keep:
-        out[col] = f[col].to_numpy()
+        s = f[col]
+        if isinstance(s.dtype, pd.StringDtype):
+            cols[col] = _as_str(s)
+        else:  # numbers and dates: the signals' own Series, shared until written to (copy on write)
+            cols[col] = s if shared else s.to_numpy()
+    out = pd.DataFrame(cols, copy=False)
     if contacts is not None:
         for col in ("email", "phone"):
-            out[col] = contacts[col].to_numpy() if col in contacts else None
+            if col in contacts and isinstance(contacts[col].dtype, pd.StringDtype):
+                out[col] = _as_str(contacts[col])
+            else:
+                out[col] = contacts[col].to_numpy() if col in contacts else None
     return out

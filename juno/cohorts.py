@@ -24,6 +24,9 @@ class Context:
     value_label: str
     cycles: Cycles
     resolved: dict[str, float] = field(default_factory=dict)
+    # Threshold-free arrays shared by every context of one run (the signals' cache): the sorted
+    # values the share cuts are read from.
+    cache: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,15 +52,39 @@ class CohortRule:
     needs_history: bool
     members: Callable[[Context], Membership]
     rule_text: Callable[[Context], str]
+    # The members alone, without reason codes (the stability re-runs need only the mask).
+    mask: Callable[[Context], np.ndarray] | None = None
+
+    def member_mask(self, ctx: Context) -> np.ndarray:
+        return self.mask(ctx) if self.mask is not None else self.members(ctx).mask
 
 
-def _top_cut(values: pd.Series, base: np.ndarray, share: float) -> float:
-    """The value at the top `share` of the base with positive value (ties at the cut are in)."""
-    v = values.to_numpy(float)[base & (values.to_numpy(float) > 0)]
-    if len(v) == 0:
+def _top_cut(values: pd.Series, base: np.ndarray, share: float, ranked: np.ndarray | None = None) -> float:
+    """The value at the top `share` of the base with positive value (ties at the cut are in).
+
+    `ranked`: the base's positive values sorted ascending, when the caller has them already.
+    """
+    if ranked is None:
+        ranked = _ranked(values, base)
+    if len(ranked) == 0:
         return float("inf")
-    k = max(int(np.ceil(share * len(v) - 1e-9)), 1)  # 0.09 x 100 is 9.000000000000002
-    return float(np.sort(v)[::-1][min(k, len(v)) - 1])
+    k = max(int(np.ceil(share * len(ranked) - 1e-9)), 1)  # 0.09 x 100 is 9.000000000000002
+    return float(ranked[len(ranked) - min(k, len(ranked))])
+
+
+def _ranked(values: pd.Series, base: np.ndarray) -> np.ndarray:
+    """The base's positive values, sorted ascending."""
+    v = values.to_numpy(float)
+    return np.sort(v[base & (v > 0)])
+
+
+def _cut(ctx: Context, col: str, share: float) -> float:
+    """`_top_cut` of a signals column over the eligible base; the sorted values are cached for
+    the run (the thresholds move between contexts, the values and the base do not)."""
+    key = "ranked:" + col
+    if key not in ctx.cache:
+        ctx.cache[key] = _ranked(ctx.f[col], ctx.eligible)
+    return _top_cut(ctx.f[col], ctx.eligible, share, ctx.cache[key])
 
 
 def resolve(ctx: Context) -> None:
@@ -65,12 +92,10 @@ def resolve(ctx: Context) -> None:
     th = ctx.th
     f = ctx.f
     active = ctx.eligible & (f["recency_days"].to_numpy(float) <= th.active_days)
-    ctx.resolved["vip_cut"] = _top_cut(f["value_score"], ctx.eligible, th.vip_share)
-    ctx.resolved["near_vip_cut"] = _top_cut(
-        f["value_score"], ctx.eligible, min(th.vip_share + th.near_vip_share, 1.0)
-    )
+    ctx.resolved["vip_cut"] = _cut(ctx, "value_score", th.vip_share)
+    ctx.resolved["near_vip_cut"] = _cut(ctx, "value_score", min(th.vip_share + th.near_vip_share, 1.0))
     ctx.resolved["half_life_days"] = max(ctx.window_days / 4.0, 1.0)
-    ctx.resolved["high_value_cut"] = _top_cut(f["value_lifetime"], ctx.eligible, th.high_value_share)
+    ctx.resolved["high_value_cut"] = _cut(ctx, "value_lifetime", th.high_value_share)
     ctx.resolved["active_customers"] = float(active.sum())
 
 
@@ -97,13 +122,18 @@ def discount_dependent(ctx: Context) -> np.ndarray:
     return np.asarray(share | rate, dtype=bool)
 
 
-def _vip(ctx: Context) -> Membership:
+def _vip_mask(ctx: Context) -> np.ndarray:
     f, th = ctx.f, ctx.th
     top = ctx.eligible & (_num(f, "value_score") >= ctx.resolved["vip_cut"])
     orders = _num(f, "orders_window") >= th.vip_min_orders
     active = _num(f, "recency_days") <= th.active_days
     dep = discount_dependent(ctx)
-    mask = top & orders & active & ~dep
+    return np.asarray(top & orders & active & ~dep, dtype=bool)
+
+
+def _vip(ctx: Context) -> Membership:
+    th = ctx.th
+    mask = _vip_mask(ctx)
     pct = round(th.vip_share * 100)
     reasons = _codes(
         (mask, f"value_top_{pct}pct"),
@@ -127,15 +157,29 @@ def vip_excluded_for_discounts(ctx: Context) -> np.ndarray:
     return np.asarray(mask, dtype=bool)
 
 
-def _near_vip(ctx: Context) -> Membership:
+def _near_vip_mask(ctx: Context) -> np.ndarray:
     f, th = ctx.f, ctx.th
     v = _num(f, "value_score")
     band = ctx.eligible & (v >= ctx.resolved["near_vip_cut"]) & (v < ctx.resolved["vip_cut"])
     active = _num(f, "recency_days") <= th.active_days
-    mask = band & active & ~_vip(ctx).mask
+    return np.asarray(band & active & ~_vip_mask(ctx), dtype=bool)
+
+
+def _near_vip(ctx: Context) -> Membership:
+    th = ctx.th
+    mask = _near_vip_mask(ctx)
     lo = round(th.vip_share * 100)
     hi = round((th.vip_share + th.near_vip_share) * 100)
     return Membership(mask, _codes((mask, f"value_top_{lo}_{hi}pct"), (mask, f"active_{th.active_days}d")))
+
+
+def _replenishment_mask(ctx: Context) -> np.ndarray:
+    mask = np.zeros(len(ctx.f), dtype=bool)
+    due = ctx.cycles.due
+    if len(due):
+        c = due["c"].to_numpy(int)
+        mask[c[ctx.eligible[c]]] = True
+    return mask
 
 
 def _replenishment(ctx: Context) -> Membership:
@@ -156,13 +200,19 @@ def _replenishment(ctx: Context) -> Membership:
     return Membership(mask, reasons)
 
 
-def _lapsed(ctx: Context) -> Membership:
+def _lapsed_mask(ctx: Context) -> np.ndarray:
     f, th = ctx.f, ctx.th
     hv = ctx.eligible & (_num(f, "value_lifetime") >= ctx.resolved["high_value_cut"])
     gap = np.nan_to_num(_num(f, "median_gap_days"), nan=0.0)
     limit = np.maximum(th.lapse_multiple * gap, th.lapse_min_days)
     rec = _num(f, "recency_days")
-    mask = hv & (rec > limit) & (rec < th.lost_days)
+    return np.asarray(hv & (rec > limit) & (rec < th.lost_days), dtype=bool)
+
+
+def _lapsed(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
+    mask = _lapsed_mask(ctx)
+    gap = np.nan_to_num(_num(f, "median_gap_days"), nan=0.0)
     pct = round(th.high_value_share * 100)
     return Membership(
         mask,
@@ -175,12 +225,17 @@ def _lapsed(ctx: Context) -> Membership:
     )
 
 
-def _discount_risk(ctx: Context) -> Membership:
+def _discount_risk_mask(ctx: Context) -> np.ndarray:
     f, th = ctx.f, ctx.th
     orders = _num(f, "orders_window") >= th.discount_min_orders
+    return np.asarray(ctx.eligible & orders & discount_dependent(ctx), dtype=bool)
+
+
+def _discount_risk(ctx: Context) -> Membership:
+    f, th = ctx.f, ctx.th
     share = _num(f, "discount_share_window") >= th.discount_share_min
     rate = _num(f, "discount_rate_window") >= th.discount_rate_min
-    mask = ctx.eligible & orders & (share | rate)
+    mask = _discount_risk_mask(ctx)
     return Membership(
         mask,
         _codes(
@@ -191,13 +246,20 @@ def _discount_risk(ctx: Context) -> Membership:
     )
 
 
-def _first_to_second(ctx: Context) -> Membership:
+def _first_to_second_mask(ctx: Context) -> np.ndarray:
     f, th = ctx.f, ctx.th
     window = ctx.resolved["second_order_window"]
     rec = _num(f, "recency_days")
-    mask = (
-        ctx.eligible & (_num(f, "orders_lifetime") == 1) & (rec >= th.first_order_min_days) & (rec <= window)
+    return np.asarray(
+        ctx.eligible & (_num(f, "orders_lifetime") == 1) & (rec >= th.first_order_min_days) & (rec <= window),
+        dtype=bool,
     )
+
+
+def _first_to_second(ctx: Context) -> Membership:
+    th = ctx.th
+    window = ctx.resolved["second_order_window"]
+    mask = _first_to_second_mask(ctx)
     return Membership(
         mask, _codes((mask, "one_order"), (mask, f"first_order_{th.first_order_min_days}_{window:g}d_ago"))
     )
@@ -230,6 +292,7 @@ RULES: dict[str, CohortRule] = {
             margin_sensitive=False,
             needs_history=True,
             members=_lapsed,
+            mask=_lapsed_mask,
             rule_text=lambda c: (
                 f"lifetime {c.value_label} >= {_money(c.resolved['high_value_cut'])}"
                 f" (top {c.th.high_value_share:.0%}) AND last order > max({c.th.lapse_multiple:g} x own median gap,"
@@ -255,6 +318,7 @@ RULES: dict[str, CohortRule] = {
             margin_sensitive=False,
             needs_history=False,
             members=_vip,
+            mask=_vip_mask,
             rule_text=lambda c: (
                 f"value score >= {_money(c.resolved['vip_cut'])} (top {c.th.vip_share:.0%}; {_score_text(c)})"
                 f" AND orders {c.window_days}d >= {c.th.vip_min_orders} AND last order <= {c.th.active_days}d ago"
@@ -274,6 +338,7 @@ RULES: dict[str, CohortRule] = {
             margin_sensitive=False,
             needs_history=True,
             members=_replenishment,
+            mask=_replenishment_mask,
             rule_text=lambda c: (
                 f"bought a product with a store cycle (>= {c.th.min_reorder_pairs} reorder pairs) AND last purchase"
                 f" + cycle between as_of - {c.th.overdue_fraction:g} x cycle and as_of + {c.th.lead_days}d"
@@ -293,6 +358,7 @@ RULES: dict[str, CohortRule] = {
             margin_sensitive=False,
             needs_history=False,
             members=_near_vip,
+            mask=_near_vip_mask,
             rule_text=lambda c: (
                 f"{_money(c.resolved['near_vip_cut'])} <= value score"
                 f" < {_money(c.resolved['vip_cut'])} (next {c.th.near_vip_share:.0%}; {_score_text(c)}) AND last order"
@@ -312,6 +378,7 @@ RULES: dict[str, CohortRule] = {
             margin_sensitive=True,
             needs_history=False,
             members=_discount_risk,
+            mask=_discount_risk_mask,
             rule_text=lambda c: (
                 f"orders {c.window_days}d >= {c.th.discount_min_orders} AND (discount share >= "
                 f"{c.th.discount_share_min:g} OR discount rate >= {c.th.discount_rate_min:g})"
@@ -330,6 +397,7 @@ RULES: dict[str, CohortRule] = {
             margin_sensitive=False,
             needs_history=False,
             members=_first_to_second,
+            mask=_first_to_second_mask,
             rule_text=lambda c: (
                 f"exactly 1 lifetime order AND placed {c.th.first_order_min_days}"
                 f" to {c.resolved['second_order_window']:g} days ago"
@@ -341,14 +409,17 @@ RULES: dict[str, CohortRule] = {
 
 def make_context(signals: Signals, cycles: Cycles, config: Config, th: Thresholds | None = None) -> Context:
     f = signals.frame
-    eligible = ~f["excluded"].to_numpy(bool) & f["merged_into"].isna().to_numpy(bool)
+    cache = signals.cache
+    if "eligible" not in cache:
+        cache["eligible"] = ~f["excluded"].to_numpy(bool) & f["merged_into"].isna().to_numpy(bool)
     ctx = Context(
         f=f,
-        eligible=eligible,
+        eligible=cache["eligible"],
         th=th or config.thresholds,
         window_days=config.window_days,
         value_label="margin" if signals.value_column == "margin" else "net revenue",
         cycles=cycles,
+        cache=cache,
     )
     resolve(ctx)
     t = ctx.th

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
+from juno.grouping import STR, group_median, group_quantile, group_starts, sorted_by_group, sorted_codes
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -23,57 +24,159 @@ class Cycles:
     reason_none: str | None  # why no product has a cycle, when none has
 
 
-def _purchases(store: Store, code: np.ndarray) -> pd.DataFrame:
-    o = store.orders
-    lines = store.lines
-    assert lines is not None
-    counted = o["counts"].to_numpy(bool)
-    # Each line's order (order ids are unique after validation): counted orders only.
-    pos = store.line_order_rows()
-    keep = (pos >= 0) & counted[np.maximum(pos, 0)]
-    lk = lines[keep]
-    at = pos[keep]
-    p = pd.DataFrame(
+@dataclass
+class _Level:
+    """One product level (category or SKU): each customer's distinct purchase days per product.
+
+    Products are integer codes numbered in the order of their names, so every array sorted by
+    (customer, code) is in the order pandas gives when it sorts the strings.
+    """
+
+    names: np.ndarray  # product name per code
+    gc: np.ndarray  # per (customer, product) bought: the customer row, sorted by (customer, code)
+    gk: np.ndarray  # ... the product code
+    last_day: np.ndarray  # ... the last purchase day (days since 1970-01-01)
+    purchases: np.ndarray  # ... the number of distinct purchase days
+    present: np.ndarray  # codes of the products bought at all (rows of `stats`)
+    stats: pd.DataFrame  # product, median_days, pairs, customers, spread: no threshold changes them
+
+    def lookup(self, c: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """Row in the (customer, product) arrays of each (c, k) pair; -1 where never bought."""
+        out = np.full(len(c), -1, dtype=np.int64)
+        if not len(self.gc):
+            return out
+        n_k = len(self.names)
+        keys = self.gc * n_k + self.gk  # sorted: the groups are sorted by (customer, code)
+        want = c.astype(np.int64) * n_k + k
+        at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
+        hit = (k >= 0) & (keys[at] == want)
+        out[hit] = at[hit]
+        return out
+
+
+def _distinct_days(c: np.ndarray, k: np.ndarray, day: np.ndarray, n_k: int) -> tuple[np.ndarray, ...]:
+    """Distinct (customer, product, day) rows, sorted: one sort of int64 composite keys."""
+    d0 = int(day.min())
+    n_d = int(day.max()) - d0 + 1
+    n_c = int(c.max()) + 1
+    if n_c * n_k * n_d < 1 << 62:
+        key = np.sort((c.astype(np.int64) * n_k + k) * n_d + (day - d0))
+        key = key[group_starts(key)]
+        ck = key // n_d
+        return ck // n_k, ck % n_k, key % n_d + d0
+    order = np.lexsort((day, k, c))
+    c, k, day = c[order], k[order], day[order]
+    new = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1]) | (day[1:] != day[:-1])]
+    return c[new].astype(np.int64), k[new].astype(np.int64), day[new].astype(np.int64)
+
+
+def _level(c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray) -> _Level | None:
+    """Distinct purchase days, reorder gaps and the threshold-free statistics of one level."""
+    ok = k >= 0
+    if not ok.any():
+        return None
+    n_k = len(names)
+    c, k, day = _distinct_days(c[ok], k[ok], day[ok], n_k)
+    first = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1])]  # first day of a (customer, product)
+    again = ~first
+    gk_gap = k[again]
+    gap = (day[1:] - day[:-1])[again[1:]]  # whole days between consecutive distinct purchase days
+    pairs = np.bincount(gk_gap, minlength=n_k)
+    customers = np.bincount(k[first], minlength=n_k)
+    sv, counts = sorted_by_group(gk_gap, gap, n_k)
+    median = group_median(sv, counts)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = (group_quantile(sv, counts, 0.75) - group_quantile(sv, counts, 0.25)) / median
+    present = np.flatnonzero(customers > 0)
+    stats = pd.DataFrame(
         {
-            "c": code[at],
-            "category": lk["category"].to_numpy(),
-            "sku": lk["sku"].to_numpy(),
-            "day": o["ordered_at"].to_numpy()[at].astype("datetime64[D]"),
+            "product": pd.array(names[present], dtype=STR),
+            "median_days": median[present],
+            "pairs": pairs[present].astype(np.int64),
+            "customers": customers[present].astype(np.int64),
+            "spread": spread[present],
         }
     )
-    return p
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(c)] - 1
+    return _Level(
+        names=names,
+        gc=c[starts],
+        gk=k[starts],
+        last_day=day[ends],
+        purchases=(ends - starts + 1).astype(np.int64),
+        present=present,
+        stats=stats,
+    )
 
 
-def _gaps(p: pd.DataFrame, key: str) -> pd.DataFrame:
-    """Distinct purchase days per (customer, product) and the gaps between consecutive ones."""
-    d = p.dropna(subset=[key])[["c", key, "day"]].drop_duplicates().sort_values(["c", key, "day"])
-    c = d["c"].to_numpy()
-    k = d[key].to_numpy()
-    t = d["day"].to_numpy()
-    same = np.r_[False, (c[1:] == c[:-1]) & (k[1:] == k[:-1])]
-    gap = np.r_[np.nan, (t[1:] - t[:-1]) / DAY]
-    d = d.assign(gap=np.where(same, gap, np.nan))
-    return d
+def _str_column(s: pd.Series, idx: np.ndarray) -> object:
+    """The column's values at `idx` as the "str" column a frame built from them infers, without
+    a Python object per cell (all-missing columns stay object, as inference leaves them)."""
+    taken = s.array.take(idx)
+    if not len(taken) or bool(taken.isna().all()):
+        return np.asarray(taken.to_numpy(), dtype=object)
+    return taken.astype(STR)
 
 
 @dataclass
 class PurchaseHistory:
-    """Distinct purchase days per customer and product, and reorder gaps: built once per run."""
+    """Distinct purchase days per customer and product, and reorder gaps: built once per run.
+
+    Everything no threshold changes is computed here once; the stability re-runs (+-10%
+    thresholds) only re-select from it.
+    """
 
     purchases: pd.DataFrame
-    gaps: dict[str, pd.DataFrame]  # "category" / "sku" -> c, product key, day, gap
+    levels: dict[str, _Level]  # "category" / "sku"
     reason_none: str | None
-    # Aggregates that no threshold changes, kept for the stability re-runs (+-10% thresholds).
-    cache: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sku_category: np.ndarray | None = None  # per SKU code: category code of its first counted line
+    category_names: np.ndarray | None = None
 
 
-def purchase_history(store: Store, code: np.ndarray) -> PurchaseHistory:
+def purchase_history(
+    store: Store, code: np.ndarray, category_codes: tuple[np.ndarray, np.ndarray] | None = None
+) -> PurchaseHistory:
+    """`category_codes`: `sorted_codes(store.lines["category"])` when the caller has it already."""
     if store.lines is None:
         return PurchaseHistory(pd.DataFrame(), {}, "no order lines were provided, so products are unknown")
-    p = _purchases(store, code)
-    if p["category"].isna().all() and p["sku"].isna().all():
+    o = store.orders
+    lines = store.lines
+    counted = o["counts"].to_numpy(bool)
+    # Each line's order (order ids are unique after validation): counted orders only.
+    pos = store.line_order_rows()
+    idx = np.flatnonzero((pos >= 0) & counted[np.maximum(pos, 0)])
+    at = pos[idx]
+    order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
+    c = code[at]
+    day = order_day.view(np.int64)[at]
+    p = pd.DataFrame(
+        {
+            "c": c,
+            "category": _str_column(lines["category"], idx),
+            "sku": _str_column(lines["sku"], idx),
+            "day": order_day[at].astype("datetime64[s]"),
+        }
+    )
+    cat_codes, cat_names = category_codes or sorted_codes(lines["category"])
+    kc = cat_codes[idx]
+    sku_codes, sku_names = sorted_codes(lines["sku"])
+    ks = sku_codes[idx]
+    if (kc < 0).all() and (ks < 0).all():
         return PurchaseHistory(p, {}, "order lines carry no category or SKU")
-    return PurchaseHistory(p, {"category": _gaps(p, "category"), "sku": _gaps(p, "sku")}, None)
+    # Each SKU's category: the category of its first counted line (missing: -1).
+    first = np.full(len(sku_names), len(ks), dtype=np.int64)
+    has_sku = np.flatnonzero(ks >= 0)
+    np.minimum.at(first, ks[has_sku], has_sku)
+    seen = first < len(ks)
+    sku_category = np.full(len(sku_names), -1, dtype=np.int64)
+    sku_category[seen] = kc[first[seen]]
+    levels = {}
+    for name, k, names in (("category", kc, cat_names), ("sku", ks, sku_names)):
+        lv = _level(c, k, day, names)
+        if lv is not None:
+            levels[name] = lv
+    return PurchaseHistory(p, levels, None, sku_category, cat_names)
 
 
 def estimate_cycles(
@@ -87,28 +190,17 @@ def estimate_cycles(
     h = history or purchase_history(store, code)
     if h.reason_none is not None:
         return Cycles(empty_tab, empty_due, h.purchases, h.reason_none)
-    p = h.purchases
     tables = []
     dues = []
-    for level, key, min_pairs in (
-        ("category", "category", th.min_reorder_pairs),
-        ("sku", "sku", th.min_sku_reorder_pairs),
+    # Per level with due rows: (level number, product codes, category codes, last purchase days).
+    picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    for li, (level, min_pairs) in enumerate(
+        (("category", th.min_reorder_pairs), ("sku", th.min_sku_reorder_pairs))
     ):
-        d = h.gaps[level]
-        if d.empty:
+        lv = h.levels.get(level)
+        if lv is None:
             continue
-        if "stats:" + level not in h.cache:
-            g = d.groupby(key, sort=True)["gap"]
-            base = pd.DataFrame(
-                {
-                    "median_days": g.median(),
-                    "pairs": g.count(),
-                    "customers": d.groupby(key, sort=True)["c"].nunique(),
-                    "spread": (g.quantile(0.75) - g.quantile(0.25)) / g.median(),
-                }
-            )
-            h.cache["stats:" + level] = base.reset_index().rename(columns={key: "product"})
-        stats = h.cache["stats:" + level].copy()
+        stats = lv.stats.copy()
         stats["level"] = level
         enough = stats["pairs"] >= min_pairs
         short = stats["median_days"] <= th.max_cycle_days
@@ -126,29 +218,31 @@ def estimate_cycles(
             default="cycle estimated",
         )
         tables.append(stats)
-        cyc = stats.loc[stats["replenishable"], ["product", "median_days"]].set_index("product")["median_days"]
-        if cyc.empty:
+        rep = stats["replenishable"].to_numpy(bool)
+        if not rep.any():
             continue
-        if "last:" + level not in h.cache:
-            last = d.groupby(["c", key], sort=True).agg(last_at=("day", "max"), purchases=("day", "count"))
-            h.cache["last:" + level] = last.reset_index()
-        last = h.cache["last:" + level]
-        last = last[last[key].isin(cyc.index)]
-        cycle = last[key].map(cyc).to_numpy(float)
-        due_at = last["last_at"].to_numpy() + (cycle * 86400).astype("timedelta64[s]")
+        cycle_of = np.full(len(lv.names), np.nan)  # per product code: its cycle, NaN if none
+        cycle_of[lv.present[rep]] = stats["median_days"].to_numpy(float)[rep]
+        sel = np.flatnonzero(~np.isnan(cycle_of[lv.gk]))
+        cycle = cycle_of[lv.gk[sel]]
+        last_at = lv.last_day[sel].astype("datetime64[D]").astype("datetime64[s]")
+        due_at = last_at + (cycle * 86400).astype("timedelta64[s]")
         lo = (as_of - pd.to_timedelta(cycle * th.overdue_fraction, unit="D")).to_numpy()
         hi = (as_of + pd.Timedelta(days=th.lead_days)).to_datetime64()
         is_due = (due_at >= lo) & (due_at <= hi)
-        sel = last[is_due]
+        rows = sel[is_due]
+        k = lv.gk[rows]
+        assert h.sku_category is not None
+        picked.append((li, k, k if level == "category" else h.sku_category[k], lv.last_day[rows]))
         dues.append(
             pd.DataFrame(
                 {
-                    "c": sel["c"].to_numpy(),
+                    "c": lv.gc[rows],
                     "level": level,
-                    "product": sel[key].to_numpy(),
-                    "last_at": sel["last_at"].to_numpy(),
+                    "product": lv.names[k],
+                    "last_at": last_at[is_due],
                     "due_at": due_at[is_due],
-                    "purchases": sel["purchases"].to_numpy(),
+                    "purchases": lv.purchases[rows],
                 }
             )
         )
@@ -157,19 +251,23 @@ def estimate_cycles(
     due = pd.concat(dues, ignore_index=True) if dues else empty_due
     if len(due):
         # Category of each due product; a SKU-level due needs no later purchase in its category.
-        sku_cat = p.dropna(subset=["sku"]).drop_duplicates("sku").set_index("sku")["category"]
-        due["category"] = np.where(
-            due["level"] == "category", due["product"], due["product"].map(sku_cat).to_numpy()
-        )
-        if "cat_last" not in h.cache:
-            h.cache["cat_last"] = p.groupby(["c", "category"])["day"].max().to_frame()
-        cat_last = h.cache["cat_last"]["day"]
-        pairs = pd.MultiIndex.from_arrays([due["c"], due["category"]])
-        later = cat_last.reindex(pairs).to_numpy() > due["last_at"].to_numpy()
-        due = due[~later].sort_values(["c", "level", "product"], kind="stable").reset_index(drop=True)
+        assert h.category_names is not None
+        level_no = np.concatenate([np.full(len(x[1]), x[0]) for x in picked])
+        product, category, last_day = (np.concatenate([x[i] for x in picked]) for i in (1, 2, 3))
+        due["category"] = np.append(h.category_names.astype(object), np.nan)[category]  # -1: none
+        c_due = due["c"].to_numpy(np.int64)
+        later = np.zeros(len(due), dtype=bool)
+        if "category" in h.levels:
+            cat = h.levels["category"]
+            at = cat.lookup(c_due, category)
+            found = at >= 0
+            later[found] = cat.last_day[at[found]] > last_day[found]
+        keep = np.flatnonzero(~later)
+        order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
+        due = due.iloc[order].reset_index(drop=True)
     reason = None if bool(table["replenishable"].any()) else (
         "no product has enough repeat purchases for a reliable cycle"
         f" (>= {th.min_reorder_pairs} reorder pairs, a median under {th.max_cycle_days} days"
         f" and a regular rhythm)"
     )
-    return Cycles(table.reset_index(drop=True), due, p, reason)
+    return Cycles(table.reset_index(drop=True), due, h.purchases, reason)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from juno.config import Duplicates
+from juno.grouping import key_codes
 
 
 def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
@@ -25,8 +26,7 @@ def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
         local = pc.if_else(gmail, pc.replace_substring(local, ".", ""), local)
     joined = pc.binary_join_element_wise(local, domain, pa.scalar("@", local.type))
     joined = pc.if_else(pc.fill_null(pc.equal(local, ""), False), pa.scalar(None, joined.type), joined)
-    out = pd.Series(joined.to_numpy(zero_copy_only=False), index=s.index, dtype="string")
-    return out
+    return pd.Series(pd.array(joined, dtype="string"), index=s.index)
 
 
 def normalise_phone(s: pd.Series, cfg: Duplicates) -> pd.Series:
@@ -49,24 +49,23 @@ def duplicate_groups(customers: pd.DataFrame, cfg: Duplicates) -> np.ndarray:
     """Per customer row, the row index of the first record of its identity (itself when unique).
 
     Records sharing an email key or a phone key are one identity, transitively (label
-    propagation over both keys until stable; converges in a few passes).
+    propagation over both keys until stable; converges in a few passes). Keys are integer
+    codes (one Arrow dictionary encode each), so a pass is a scatter-min, not a string groupby.
     """
     n = len(customers)
     label = np.arange(n)
-    keys = [
-        normalise_email(customers["email"], cfg).astype(object).to_numpy(),
-        normalise_phone(customers["phone"], cfg).astype(object).to_numpy(),
-    ]
+    keys = []
+    for key in (normalise_email(customers["email"], cfg), normalise_phone(customers["phone"], cfg)):
+        codes, n_keys = key_codes(key)
+        idx = np.flatnonzero(codes >= 0)
+        if len(idx):
+            keys.append((idx, codes[idx], n_keys))
     for _ in range(20):
         before = label.copy()
-        for key in keys:
-            has = pd.notna(key)
-            if not has.any():
-                continue
-            idx = np.flatnonzero(has)
-            frame = pd.DataFrame({"k": key[idx], "l": label[idx]})
-            mins = frame.groupby("k", sort=False)["l"].transform("min").to_numpy()
-            label[idx] = np.minimum(label[idx], mins)
+        for idx, code, n_keys in keys:
+            mins = np.full(n_keys, n, dtype=label.dtype)
+            np.minimum.at(mins, code, label[idx])
+            label[idx] = np.minimum(label[idx], mins[code])
         # Follow chains: a label's own label may be smaller.
         label = label[label]
         if np.array_equal(label, before):

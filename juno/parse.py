@@ -42,13 +42,103 @@ def positions(values: pd.Series, keys: pd.Series | pd.Index) -> np.ndarray:
     string_keys = index.dtype.kind in "OU" or isinstance(index.dtype, pd.StringDtype)
     if not (isinstance(values.dtype, pd.StringDtype) and string_keys):
         return np.asarray(index.get_indexer(values), dtype=np.intp)
-    arr = pa.array(values)
+    found = _index_in(pa.array(values), index)
+    if found is None:
+        return np.asarray(index.get_indexer(values), dtype=np.intp)
+    return found
+
+
+def _index_in(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> np.ndarray | None:
     try:
         value_set = pa.array(index, from_pandas=True).cast(arr.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return np.asarray(index.get_indexer(values), dtype=np.intp)
+        return None
     found = pc.index_in(arr, value_set=value_set, skip_nulls=True).fill_null(-1)
     return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.intp)
+
+
+def arrow_positions(arr: pa.Array, keys: pd.Series) -> np.ndarray:
+    """`positions` for values already in Arrow form."""
+    index = pd.Index(keys)
+    found = _index_in(arr, index)
+    if found is None:
+        return np.asarray(index.get_indexer(string_series(arr)), dtype=np.intp)
+    return found
+
+
+def string_series(arr: pa.Array) -> pd.Series:
+    """An Arrow string array as a pandas string column (Arrow-backed, no per-value objects)."""
+    mapper = {arr.type: pd.StringDtype("pyarrow")}
+    out: pd.Series = arr.to_pandas(types_mapper=mapper.get)
+    return out
+
+
+def is_increasing(s: pd.Series) -> bool:
+    """True when every value is greater than the one before (so no two are equal); no missing."""
+    if not _is_arrow_string(s):
+        return bool(s.notna().all() and s.is_monotonic_increasing and s.is_unique)
+    arr = arrow_of(s)
+    if arr.null_count:
+        return False
+    n = len(arr)
+    return n < 2 or bool(pc.all(pc.greater(arr.slice(1), arr.slice(0, n - 1))).as_py())
+
+
+def arrow_of(s: pd.Series) -> pa.Array:
+    """The column as one contiguous Arrow array (no copy when it already is one)."""
+    arr = pa.array(s)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
+    return arr
+
+
+def _is_arrow_string(s: pd.Series | pd.Index) -> bool:
+    return isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"
+
+
+def run_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
+    """`positions(values, keys)` looking up each run of equal consecutive values once: order
+    lines come grouped by order. When the runs are the keys themselves, in order (every order
+    has lines and both files list them in the same order), nothing is looked up at all."""
+    n = len(values)
+    if n < 2 or not (_is_arrow_string(values) and _is_arrow_string(keys)):
+        return positions(values, keys)
+    arr = arrow_of(values)
+    change = pc.not_equal(arr.slice(1), arr.slice(0, n - 1)).fill_null(True)
+    starts = np.flatnonzero(np.r_[True, np.asarray(change.to_numpy(zero_copy_only=False), dtype=bool)])
+    if len(starts) > 0.8 * n:  # not grouped: a run per value gains nothing
+        return positions(values, keys)
+    runs = arr.take(pa.array(starts))
+    lengths = np.diff(np.r_[starts, n])
+    karr = arrow_of(keys)
+    if (
+        len(runs) == len(karr)
+        and runs.null_count == 0
+        and karr.null_count == 0
+        and runs.type == karr.type
+        and pc.all(pc.equal(runs, karr)).as_py()
+    ):
+        at = np.arange(len(karr), dtype=np.intp)
+    else:
+        found = _index_in(runs, pd.Index(keys))
+        if found is None:
+            return positions(values, keys)
+        at = found
+    return np.repeat(at, lengths)
+
+
+def has_duplicates(s: pd.Series) -> bool:
+    """Whether a value other than missing occurs twice. A column sorted in increasing order
+    (ids usually are) answers by one comparison pass, other columns by one hash pass."""
+    if not _is_arrow_string(s):
+        return bool((s.duplicated(keep=False) & s.notna()).any())
+    arr = arrow_of(s)
+    if arr.null_count:
+        arr = arr.drop_null()
+    n = len(arr)
+    if n < 2 or pc.all(pc.greater(arr.slice(1), arr.slice(0, n - 1))).as_py():
+        return False
+    return len(pc.unique(arr)) < n
 
 
 def clean_text(s: pd.Series) -> pd.Series:

@@ -221,9 +221,11 @@ def run(
     def load() -> None:
         if state["source"] is None:
             state["source"] = read_store(Path(store), config.mapping, config_dir)
+            state["read_here"] = True
 
     def validate_step() -> None:
-        result.store = validate(state["source"], config)
+        # A source read here is ours: validation drops each raw table as soon as it is typed.
+        result.store = validate(state["source"], config, consume=state.get("read_here", False))
         state["source"] = None  # the raw string tables: free them before the later steps peak
 
     def signals_step() -> None:

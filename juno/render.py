@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -82,14 +85,41 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """`csv_frame(frame).to_csv(index=False, lineterminator="\\n", na_rep="")`, byte for byte, but
+    each column turned into cell text by Arrow kernels and the rows joined and written in slices."""
     if frame.shape[1] < 2 or len(frame) == 0:  # csv quotes a lone empty field: keep its rules
         csv_frame(frame).to_csv(path, index=False, lineterminator="\n", na_rep="")
         return
+    columns = [frame.iloc[:, j] for j in range(frame.shape[1])]
+
+    def text(start: int) -> memoryview:
+        return _lines([csv_cells(s.iloc[start : start + _SLICE]) for s in columns])
+
+    header = ",".join(_quote_name(str(c)) for c in frame.columns) + "\n"
+    _write_slices(path, header, text, range(0, len(frame), _SLICE))
+
+
+# In slices of rows: the text of a whole million-row table at once is gigabytes.
+_SLICE = 1 << 16
+_AHEAD = 2  # slices being turned into text while the previous one is written
+
+
+def _write_slices(path: Path, header: str, text: Callable[[int], memoryview], starts: range) -> None:
+    """Each slice's text, in order; the next ones are built on a second thread meanwhile (Arrow
+    kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once."""
     with path.open("wb") as fh:
-        fh.write((",".join(_quote_name(str(c)) for c in frame.columns) + "\n").encode("utf-8"))
-        # In slices of rows: the text of a whole million-row table at once is gigabytes.
-        for start in range(0, len(frame), 1 << 17):
-            fh.write(csv_rows(csv_frame(frame.iloc[start : start + (1 << 17)])))
+        fh.write(header.encode("utf-8"))
+        if len(starts) == 1:
+            fh.write(text(starts[0]))
+            return
+        with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
+            pending: deque[Future[memoryview]] = deque()
+            for start in starts:
+                pending.append(pool.submit(text, start))
+                if len(pending) >= _AHEAD:
+                    fh.write(pending.popleft().result())
+            while pending:
+                fh.write(pending.popleft().result())
 
 
 def _quote_name(name: str) -> str:
@@ -129,6 +159,147 @@ def csv_rows(text: pd.DataFrame) -> bytes:
     assert data is not None
     out: bytes = data.to_pybytes()[offsets[0] : offsets[-1]]
     return out
+
+
+def _large(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    return a if a.type == pa.large_string() else a.cast(pa.large_string())
+
+
+_FRACTIONS: list[pa.Array] = []
+
+
+def _fraction_text() -> pa.Array:
+    """'.0001' ... '.9999' with trailing zeros dropped, '' for 0: the text of k % 10_000."""
+    if not _FRACTIONS:
+        digits = [""] + ["." + f"{i:04d}".rstrip("0") for i in range(1, 10_000)]
+        _FRACTIONS.append(pa.array(digits, pa.large_string()))
+    return _FRACTIONS[0]
+
+
+def float_cells(values: np.ndarray) -> pa.Array:
+    """`format_floats` as an Arrow array (NaN as null): whole part cast by Arrow, the fraction
+    looked up in a table of the 10,000 four-digit endings. Huge or infinite values take
+    `format_floats` itself."""
+    v = np.round(np.asarray(values, dtype=float), 4)
+    nan = np.isnan(v)
+    fast = np.isfinite(v) & (np.abs(v) < 1e9)  # 1e13 ten-thousandths: exact in float64
+    if (~fast & ~nan).any():
+        return _large(pa.array(format_floats(values), pa.large_string()))
+    k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
+    whole, frac = np.divmod(k, 10_000)
+    parts = [pa.array(whole, mask=nan if nan.any() else None).cast(pa.large_string())]
+    if frac.any():  # whole numbers need no fraction column
+        parts.append(_fraction_text().take(pa.array(frac)))
+    negative = np.signbit(v)  # -0.0 prints as "-0", as f"" does
+    if negative.any():
+        parts.insert(0, pc.if_else(pa.array(negative), _L("-"), _L("")))
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, _L(""))
+
+
+def csv_cells(s: pd.Series) -> pa.Array:
+    """One column's cells exactly as `write_csv` writes them (csv_frame's text, NA as empty, the
+    csv module's minimal quoting), as an Arrow large_string array without nulls."""
+    kind = s.dtype.kind
+    numpy_backed = isinstance(s.dtype, np.dtype)
+    if kind == "M" and numpy_backed:
+        seconds = s.to_numpy(dtype="datetime64[ns]").astype("datetime64[s]")  # as format_datetimes
+        text = pc.utf8_replace_slice(pa.array(seconds).cast(pa.large_string()), 10, 11, "T")
+        return _large(text.fill_null(""))
+    if kind == "f" and numpy_backed:
+        return float_cells(s.to_numpy(float)).fill_null("")
+    if kind == "b" and numpy_backed:
+        return pc.if_else(pa.array(s.to_numpy(bool)), _L("true"), _L("false"))
+    if kind in "iu" and numpy_backed:
+        return pa.array(s.to_numpy()).cast(pa.large_string())
+    if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
+        return quote_cells(_large(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
+    text = _large(pa.array(s.astype("string")))
+    return quote_cells(escape_formulas(text.fill_null("") if text.null_count else text))
+
+
+def _buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of a large_string array, as numpy views of its buffers."""
+    offsets = np.frombuffer(a.buffers()[1], dtype=np.int64)[a.offset : a.offset + len(a) + 1]
+    data = a.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
+
+
+def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
+    """Cells whose first byte is one of `chars` (ASCII): starts_with, read off the buffers."""
+    offsets, data = _buffers(a)
+    starts = offsets[:-1]
+    nonempty = offsets[1:] > starts
+    first = np.zeros(len(a), dtype=np.uint8)
+    first[nonempty] = data[starts[nonempty]]
+    return np.isin(first, np.frombuffer(chars, dtype=np.uint8))
+
+
+def _holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
+    """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
+    offsets, data = _buffers(a)
+    body = data[offsets[0] : offsets[-1]]
+    hit = body == chars[0]
+    for ch in chars[1:]:
+        hit |= body == ch
+    out = np.zeros(len(a), dtype=bool)
+    at = np.flatnonzero(hit)
+    if len(at):
+        out[np.searchsorted(offsets, at + offsets[0], side="right") - 1] = True
+    return out
+
+
+_FORMULA_BYTES = "".join(FORMULA_START).encode("ascii")
+
+
+def escape_formulas(a: pa.Array) -> pa.Array:
+    """`escape_cells` over Arrow (a large_string array without nulls): a quote in front of the
+    cells that start like a formula."""
+    risky = _first_byte_in(a, _FORMULA_BYTES)
+    if not risky.any():
+        return a
+    mask = pa.array(risky)
+    return pc.replace_with_mask(a, mask, pc.binary_join_element_wise(_L("'"), a.filter(mask), _L("")))
+
+
+def quote_cells(a: pa.Array) -> pa.Array:
+    """Text cells (a large_string array) as the csv module writes them (minimal quoting, quotes
+    doubled), NA as empty."""
+    if a.null_count:
+        a = a.fill_null("")
+    needs = _holds_byte(a, _SPECIALS.encode("ascii"))
+    if not needs.any():
+        return a
+    mask = pa.array(needs)
+    quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a.filter(mask), '"', '""'), _L('"'), _L(""))
+    return pc.replace_with_mask(a, mask, quoted)
+
+
+def write_text_csv(text: pd.DataFrame, path: Path) -> None:
+    """A frame of cell texts (already escaped) as `text.to_csv(path, index=False,
+    lineterminator="\\n")` writes it, the rows joined by Arrow."""
+    plain = all(isinstance(text[c].dtype, pd.StringDtype) for c in text.columns)
+    if text.shape[1] < 2 or len(text) == 0 or not plain:
+        text.to_csv(path, index=False, lineterminator="\n")
+        return
+    with path.open("wb") as fh:
+        fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
+        for start in range(0, len(text), _SLICE):
+            part = text.iloc[start : start + _SLICE]
+            fh.write(_lines([quote_cells(_large(pa.array(part[c]))) for c in text.columns]))
+
+
+def _lines(cells: list[pa.Array]) -> memoryview:
+    """Rows of cell texts joined by commas, each ended by a newline: a view of Arrow's buffer."""
+    cells = [*cells[:-1], pc.binary_join_element_wise(cells[-1], _L("\n"), _L(""))]
+    lines = pc.binary_join_element_wise(*cells, _L(","))
+    if isinstance(lines, pa.ChunkedArray):
+        lines = lines.combine_chunks()
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = lines.buffers()[2]
+    assert data is not None
+    return memoryview(data)[int(offsets[0]) : int(offsets[-1])]
 
 
 def cohorts_frame(cohorts: list[CohortFacts]) -> pd.DataFrame:

@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from juno.cohorts import RULES, Context
 from juno.config import Config
+from juno.parse import positions
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult
@@ -299,7 +301,10 @@ def _signal_sql(cid: str, ctx: Context, config: Config, base: str) -> str:
     )
 
 
-def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
+CycleRow = tuple[str, str, str | None, float]
+
+
+def _cycle_rows(result: RunResult) -> list[CycleRow]:
     """(level, product, category, cycle days) of every replenishable product in this run."""
     cl = result.classification
     assert cl is not None
@@ -309,11 +314,20 @@ def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
     rep = table[table["replenishable"].astype(bool)]
     p = cl.cycles.purchases
     sku_cat: dict[str, str | None] = {}
-    if len(p) and "sku" in p:
-        first = p.dropna(subset=["sku"]).drop_duplicates("sku")
-        for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True):
+    wanted = rep.loc[rep["level"] != "category", "product"].astype(str).unique()
+    if len(p) and "sku" in p and len(wanted) and isinstance(p["sku"].dtype, pd.StringDtype):
+        # The first purchase row of each SKU that has a cycle: one Arrow lookup, then numbers.
+        pos = positions(p["sku"], pd.Index(wanted))
+        rows_hit = np.flatnonzero(pos >= 0)
+        found, first = np.unique(pos[rows_hit], return_index=True)
+        cats = p["category"].take(rows_hit[first]).tolist()
+        for k, cat in zip(found.tolist(), cats, strict=True):
+            sku_cat[str(wanted[k])] = None if pd.isna(cat) else str(cat)
+    elif len(p) and "sku" in p and len(wanted):
+        first_rows = p.dropna(subset=["sku"]).drop_duplicates("sku")
+        for sku, cat in zip(first_rows["sku"].tolist(), first_rows["category"].tolist(), strict=True):
             sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)
-    rows: list[tuple[str, str, str | None, float]] = []
+    rows: list[CycleRow] = []
     for r in rep.sort_values(["level", "product"]).itertuples():
         product = str(r.product)
         category = product if r.level == "category" else sku_cat.get(product)
@@ -321,8 +335,9 @@ def _cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
     return rows
 
 
-def _replenishment_sql(result: RunResult, ctx: Context, config: Config, base: str, as_of_s: float) -> str:
-    rows = _cycle_rows(result)
+def _replenishment_sql(
+    result: RunResult, ctx: Context, config: Config, base: str, as_of_s: float, rows: list[CycleRow]
+) -> str:
     if not rows:
         return (
             "-- No product has a reliable reorder cycle in this run, so nobody is due.\n"
@@ -380,7 +395,7 @@ WHERE (cl.last_s IS NULL OR cl.last_s <= d.last_s)  -- no later purchase in its 
 ORDER BY d.customer_id"""
 
 
-def sql_for(cid: str, result: RunResult) -> str:
+def sql_for(cid: str, result: RunResult, cycle_rows: list[CycleRow] | None = None) -> str:
     """One DuckDB-ready query returning the cohort's members (customer_id first)."""
     cl = result.classification
     assert cl is not None and result.store is not None
@@ -403,7 +418,8 @@ def sql_for(cid: str, result: RunResult) -> str:
         cost_from = "orders" if orders_cost else "lines"
     base = _base_ctes(as_of_s, window_s, cost_from, config.window_days)
     if cid == "replenishment_ready":
-        body = _replenishment_sql(result, ctx, config, base, as_of_s)
+        rows = _cycle_rows(result) if cycle_rows is None else cycle_rows
+        body = _replenishment_sql(result, ctx, config, base, as_of_s, rows)
     else:
         body = _signal_sql(cid, ctx, config, base)
     return header + body + "\n"
@@ -424,7 +440,9 @@ def _population_shopify(config: Config) -> list[str]:
     return out
 
 
-def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
+def shopify_for(
+    cid: str, result: RunResult, cycle_rows: list[CycleRow] | None = None
+) -> tuple[str, bool, str]:
     """(query, exact, note): Shopify segment query language, thresholds resolved to numbers."""
     cl = result.classification
     assert cl is not None
@@ -482,7 +500,8 @@ def shopify_for(cid: str, result: RunResult) -> tuple[str, bool, str]:
             "include cancelled or fully refunded orders."
         )
     elif cid == "replenishment_ready":
-        rows = [row for row in _cycle_rows(result) if row[0] == "category"]
+        every = _cycle_rows(result) if cycle_rows is None else cycle_rows
+        rows = [row for row in every if row[0] == "category"]
         clauses = []
         for _, product, _, days in rows:
             newest = days - th.lead_days
@@ -507,6 +526,23 @@ def _tag_name(cid: str, result: RunResult) -> str:
     return f"juno-{cid.replace('_', '-')}-{result.store.as_of:%Y%m%d}"
 
 
+def _row_aligned(a: pd.Series, b: pd.Series) -> bool:
+    """The same customer ids in the same order (one Arrow comparison)."""
+    if len(a) != len(b):
+        return False
+    x, y = pa.array(a, from_pandas=True), pa.array(b, from_pandas=True)
+    if x.type != y.type:
+        try:
+            y = y.cast(x.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            return False
+    if isinstance(x, pa.ChunkedArray):
+        x = x.combine_chunks()
+    if isinstance(y, pa.ChunkedArray):
+        y = y.combine_chunks()
+    return bool(x.equals(y))
+
+
 def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
     from juno.render import csv_frame
@@ -514,9 +550,14 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     cl, store = result.classification, result.store
     assert cl is not None and store is not None and result.signals is not None
     mask = cl.memberships[cid].mask
-    ids = result.signals.frame["customer_id"].to_numpy()[mask]
-    cust = store.customers.set_index("customer_id")
-    members = cust.reindex(pd.Index(ids, dtype="string"))
+    ids = result.signals.frame["customer_id"]
+    if _row_aligned(store.customers["customer_id"], ids):
+        # The usual case (signals have one row per store customer, in the same order): members
+        # by position, not by a string index over every customer.
+        members = store.customers.take(np.flatnonzero(mask))
+    else:
+        cust = store.customers.set_index("customer_id")
+        members = cust.reindex(pd.Index(ids.to_numpy()[mask], dtype="string"))
 
     def col(name: str) -> pd.Series:
         if name in members:
@@ -554,9 +595,10 @@ def build(result: RunResult) -> list[Segment]:
     cl = result.classification
     assert cl is not None
     merged = result.config.duplicates.merge
+    rows = _cycle_rows(result) if "replenishment_ready" in cl.memberships else []
     out = []
     for cid in cl.memberships:
-        query, exact, note = shopify_for(cid, result)
+        query, exact, note = shopify_for(cid, result, rows)
         tag = None if exact else _tag_name(cid, result)
         out.append(
             Segment(
@@ -566,7 +608,7 @@ def build(result: RunResult) -> list[Segment]:
                 shopify_note=note,
                 shopify_tag=tag,
                 shopify_tag_query=None if tag is None else f"customer_tags CONTAINS {_str(tag)}",
-                sql=sql_for(cid, result),
+                sql=sql_for(cid, result, rows),
                 sql_exact=not merged,
                 sql_note=(
                     "duplicates.merge is on: Juno computes signals on merged identities, which this SQL "
@@ -581,6 +623,8 @@ def build(result: RunResult) -> list[Segment]:
 
 def write(result: RunResult, folder: Path) -> None:
     """Write segments.json and segments/<cohort>.sql, .shopify.txt (and tag imports) into the run."""
+    from juno.render import write_text_csv
+
     if result.classification is None:
         return
     segments = build(result)
@@ -604,7 +648,7 @@ def write(result: RunResult, folder: Path) -> None:
         if seg.shopify_tag:
             rows = tag_import(seg.cohort, result, seg.shopify_tag)
             name = f"{seg.cohort}_shopify_tags.csv"
-            rows.to_csv(sub / name, index=False, lineterminator="\n", columns=TAG_IMPORT_COLUMNS)
+            write_text_csv(rows[TAG_IMPORT_COLUMNS], sub / name)
             members = int(np.asarray(result.classification.memberships[seg.cohort].mask).sum())
             entry["shopify_tag_import"] = f"segments/{name}"
             entry["shopify_tag_import_rows"] = len(rows)

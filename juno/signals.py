@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+from pandas.api.extensions import ExtensionArray
 
 from juno.config import Config
+from juno.grouping import STR, group_median, sorted_by_group, sorted_codes
 from juno.identity import duplicate_groups
 from juno.parse import positions
 from juno.score import value_score
@@ -31,6 +35,11 @@ class Signals:
     # Per order row of store.orders: the customer's row in `frame` (the merged identity when
     # duplicates are merged). Later stages join orders to customers through it.
     order_codes: np.ndarray | None = None
+    # Arrays derived from the frame once per run and shared by every cohort context (the
+    # stability re-runs rebuild the context ~35 times): eligibility, sorted values for share cuts.
+    cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # The order lines' categories as sorted integer codes (grouping.sorted_codes), for cycles.
+    category_codes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
 
 def _days(delta: pd.Series) -> np.ndarray:
@@ -54,10 +63,109 @@ def _tags_match(tags: pd.Series, wanted: list[str]) -> pd.Series:
     if not wanted:
         return pd.Series(False, index=tags.index)
     t = tags.astype("string").str.lower().fillna("")
+    lowered = pd.Series(wanted).str.lower()
     pattern = r"(?:^|,)\s*(?:" + "|".join(
-        pd.Series(wanted).str.lower().str.replace(r"([^\w\s])", r"\\\1", regex=True)
+        lowered.str.replace(r"([^\w\s])", r"\\\1", regex=True)
     ) + r")\s*(?:,|$)"
-    return t.str.contains(pattern, regex=True, na=False)
+    # The pattern (Python re, for its \s) runs only where a wanted tag occurs as plain text:
+    # one Arrow substring scan per tag instead of a Python regex call per customer.
+    maybe = np.zeros(len(t), dtype=bool)
+    for w in lowered:
+        maybe |= t.str.contains(w, regex=False).to_numpy(bool)
+    out = pd.Series(False, index=tags.index)
+    if maybe.any():
+        out[maybe] = t[maybe].str.contains(pattern, regex=True, na=False).to_numpy(bool)
+    return out
+
+
+def _text(codes: np.ndarray, names: np.ndarray, dtype: object = "string") -> ExtensionArray:
+    """`names[codes]` (missing where the code is -1) as a string column ("string" or STR),
+    built by Arrow from the few distinct texts instead of one Python object per row."""
+    idx = pa.array(codes.astype(np.int32), mask=codes < 0)
+    texts = pa.array(np.asarray(names, dtype=object), type=pa.large_string())
+    out: ExtensionArray = pd.array(pa.DictionaryArray.from_arrays(idx, texts).cast(pa.large_string()), dtype=dtype)
+    return out
+
+
+def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Counted orders sorted by (customer, time), ties in row order (a stable sort by both):
+    (customer codes, times as int64 ns). One stable argsort of the times (nearly free: orders
+    come in time order) and one sort of int64 (customer, rank) keys."""
+    m = len(code)
+    t = at.view(np.int64)
+    by_time = np.argsort(t, kind="stable")
+    if m and n * m < 1 << 62:
+        order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
+    else:
+        order = np.lexsort((t, code))
+    return code[order], t[order]
+
+
+def _top_categories(
+    c: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, n_cat: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per customer: its top category (largest summed value, ties to the first name; -1 if none),
+    and the (customer, category) pairs bought, sorted.
+
+    The original ranked pandas' groupby sums, which are Kahan-compensated; plain bincount sums
+    can differ from them in the last bit. So the top is taken from the plain sums only where no
+    rival category comes within both sums' error bound, and the few close calls are re-ranked
+    on pandas' own sums: the same top, at a fraction of the cost.
+    """
+    dense = n * n_cat <= 1 << 24 and bool(np.isfinite(v).all())
+    if dense:
+        key = c.astype(np.int64) * n_cat + k
+        cnt = np.bincount(key, minlength=n * n_cat).reshape(n, n_cat)
+        total = np.bincount(key, weights=v, minlength=n * n_cat).reshape(n, n_cat)
+        size = np.bincount(key, weights=np.abs(v), minlength=n * n_cat).reshape(n, n_cat)
+        bought = cnt > 0
+        del key
+        # Up to two summands the plain sum is the compensated one, bit for bit.
+        eps = np.finfo(float).eps
+        tol = np.where(cnt <= 2, 0.0, 4 * eps * (cnt + 2) * size)
+        del size
+        ranked = np.where(bought, total, -np.inf)
+        top = ranked.argmax(axis=1)
+        rows = np.arange(n)
+        best = ranked[rows, top]
+        tol_top = tol[rows, top]
+        rival = bought & (tol + tol_top[:, None] > 0) & (ranked >= (best - tol_top)[:, None] - tol)
+        rival[rows, top] = False
+        unsure = rival.any(axis=1)
+        top = np.where(bought.any(axis=1), top, -1)
+        pc_, pk = np.nonzero(bought)
+        del cnt, total, tol, ranked, rival, bought
+    else:
+        unsure = np.ones(n, dtype=bool)
+    if unsure.any():
+        sel = unsure[c]
+        lc = pd.DataFrame({"c": c[sel], "cat": k[sel], "v": v[sel]})
+        per = lc.groupby(["c", "cat"], sort=True)["v"].sum().reset_index()
+        exact = per.sort_values(["c", "v", "cat"], ascending=[True, False, True], kind="stable")
+        exact = exact.drop_duplicates("c")
+        if not dense:
+            top = np.full(n, -1, dtype=np.int64)
+            pc_, pk = per["c"].to_numpy(np.int64), per["cat"].to_numpy(np.int64)
+        top[exact["c"].to_numpy()] = exact["cat"].to_numpy()
+    return top, pc_, pk
+
+
+def _category_lists(pc_: np.ndarray, pk: np.ndarray, names: np.ndarray, n: int) -> ExtensionArray:
+    """Each customer's categories, sorted and ';'-joined (missing when none): with few
+    categories, one bit set per customer, joined once per distinct set."""
+    if len(names) <= 52:  # a float64 holds the sum of up to 52 distinct powers of two exactly
+        bits = np.bincount(pc_, weights=np.ldexp(1.0, pk), minlength=n)
+        codes, sets = pd.factorize(bits)
+        texts = np.array(
+            [";".join(names[np.flatnonzero([(int(b) >> i) & 1 for i in range(len(names))])]) for b in sets],
+            dtype=object,
+        )
+        codes = np.where(bits > 0, codes, -1)
+        return _text(codes, texts)
+    out = np.full(n, None, dtype=object)
+    keys, joined = join_by_group(pc_, names[pk].astype(object))
+    out[keys] = joined
+    return pd.array(out, dtype="string")
 
 
 def compute_signals(store: Store, config: Config) -> Signals:
@@ -66,18 +174,24 @@ def compute_signals(store: Store, config: Config) -> Signals:
     as_of = store.as_of
     cust = store.customers
     n = len(cust)
-    ids = pd.Index(cust["customer_id"])
+    cid = cust["customer_id"]
+    # The frame's columns, in order; one DataFrame is built from them at the end.
+    cols: dict[str, object] = {"customer_id": cid.array.astype(STR)}
 
     # ---- identity and population ----
     dup_root = duplicate_groups(cust, config.duplicates)
     group_size = np.bincount(dup_root, minlength=n)[dup_root]
-    f = pd.DataFrame({"customer_id": cust["customer_id"].to_numpy()})
-    roots = np.where(group_size > 1, cust["customer_id"].to_numpy()[dup_root], None)
-    f["duplicate_group"] = pd.Series(roots, dtype="string")
-    f["merged_into"] = pd.Series(pd.NA, index=f.index, dtype="string")
+    ids = pa.array(cid)
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks()
+    roots = ids.take(pa.array(dup_root))
+    null = pa.scalar(None, roots.type)
+    cols["duplicate_group"] = pd.array(pc.if_else(pa.array(group_size > 1), roots, null), dtype="string")
+    merged = dup_root != np.arange(n)
     if config.duplicates.merge:
-        merged = dup_root != np.arange(n)
-        f.loc[merged, "merged_into"] = cust["customer_id"].to_numpy()[dup_root[merged]]
+        cols["merged_into"] = pd.array(pc.if_else(pa.array(merged), roots, null), dtype="string")
+    else:
+        cols["merged_into"] = pd.array(pa.nulls(n, roots.type), dtype="string")
 
     tags = cust["tags"] if "tags" in cust else pd.Series(pd.NA, index=cust.index, dtype="string")
     excluded_tag = _tags_match(tags, config.population.exclude_tags).to_numpy()
@@ -87,11 +201,13 @@ def compute_signals(store: Store, config: Config) -> Signals:
         excluded_country = ~country.astype("string").str.upper().isin(wanted).fillna(False).to_numpy(bool)
     else:
         excluded_country = np.zeros(n, dtype=bool)
-    f["excluded"] = excluded_tag | excluded_country
-    f["excluded_reason"] = np.where(
-        excluded_tag,
-        "excluded by tag (" + ",".join(config.population.exclude_tags) + ")",
-        np.where(excluded_country, "excluded by country filter", ""),
+    cols["excluded"] = excluded_tag | excluded_country
+    reasons = np.array(
+        ["", "excluded by country filter", "excluded by tag (" + ",".join(config.population.exclude_tags) + ")"],
+        dtype=object,
+    )
+    cols["excluded_reason"] = _text(
+        np.where(excluded_tag, 2, np.where(excluded_country, 1, 0)), reasons, STR
     )
 
     # ---- orders: integer customer codes (merged identity when configured) ----
@@ -106,9 +222,11 @@ def compute_signals(store: Store, config: Config) -> Signals:
     revenue = o["revenue"].to_numpy(float)
     cost = o["cost"].to_numpy(float)
     if store.lines is not None and np.isnan(cost).all() and store.lines["cost"].notna().any():
-        lc = store.lines.assign(c=store.lines["cost"] * store.lines["quantity"])
-        per_order = lc.groupby("order_id", sort=False)["c"].sum(min_count=1)
-        cost = o["order_id"].map(per_order).to_numpy(float)
+        # Each order's cost from its lines: pandas' (compensated) group sums, grouped by order row.
+        pos = store.line_order_rows()
+        line_cost = (store.lines["cost"] * store.lines["quantity"]).to_numpy(float)
+        per_order = pd.Series(line_cost[pos >= 0]).groupby(pos[pos >= 0], sort=False).sum(min_count=1)
+        cost = per_order.reindex(np.arange(len(o))).to_numpy(float)
     cost_known = ~np.isnan(cost)
     # Margin: what was kept minus the cost of goods; partial refunds reduce cost in proportion.
     kept_share = np.divide(net, revenue, out=np.zeros_like(net), where=revenue > 0)
@@ -122,130 +240,141 @@ def compute_signals(store: Store, config: Config) -> Signals:
         return np.bincount(code, weights=w.astype(float), minlength=n)
 
     cw = counts & in_window
-    f["orders_lifetime"] = agg(counts.astype(float)).astype(np.int64)
-    f["orders_window"] = agg(cw.astype(float)).astype(np.int64)
-    f["orders_all_lifetime"] = np.bincount(code, minlength=n).astype(np.int64)
-    f["net_revenue_lifetime"] = agg(net)
-    f["net_revenue_window"] = agg(net, in_window)
-    f["margin_lifetime"] = agg(margin)
-    f["margin_window"] = agg(margin, in_window)
+    orders_window = agg(cw.astype(float)).astype(np.int64)
+    orders_all = np.bincount(code, minlength=n).astype(np.int64)
+    net_lifetime = agg(net)
+    cols["orders_lifetime"] = agg(counts.astype(float)).astype(np.int64)
+    cols["orders_window"] = orders_window
+    cols["orders_all_lifetime"] = orders_all
+    cols["net_revenue_lifetime"] = net_lifetime
+    cols["net_revenue_window"] = agg(net, in_window)
+    cols["margin_lifetime"] = agg(margin)
+    cols["margin_window"] = agg(margin, in_window)
     known_rev = agg(net, cost_known & counts)
-    f["cost_coverage"] = np.divide(
-        known_rev, f["net_revenue_lifetime"], out=np.ones(n), where=f["net_revenue_lifetime"] > 0
-    )
+    cols["cost_coverage"] = np.divide(known_rev, net_lifetime, out=np.ones(n), where=net_lifetime > 0)
     gross_window = agg(net + disc, cw)
-    f["discount_share_window"] = np.divide(
-        agg(has_disc.astype(float), cw), f["orders_window"], out=np.zeros(n), where=f["orders_window"] > 0
+    cols["discount_share_window"] = np.divide(
+        agg(has_disc.astype(float), cw), orders_window, out=np.zeros(n), where=orders_window > 0
     )
-    f["discount_rate_window"] = np.divide(
+    cols["discount_rate_window"] = np.divide(
         agg(disc, cw), gross_window, out=np.zeros(n), where=gross_window > 0
     )
-    f["refund_rate"] = np.divide(
-        agg(refunded_any.astype(float)),
-        f["orders_all_lifetime"],
-        out=np.zeros(n),
-        where=f["orders_all_lifetime"] > 0,
+    cols["refund_rate"] = np.divide(
+        agg(refunded_any.astype(float)), orders_all, out=np.zeros(n), where=orders_all > 0
     )
 
     # First / last counted order and gaps between consecutive counted orders.
-    oc = pd.DataFrame({"c": code[counts], "t": ordered_at[counts]}).sort_values(["c", "t"], kind="stable")
-    g = oc.groupby("c", sort=True)["t"]
-    first = g.min()
-    last = g.max()
-    f["first_order_at"] = pd.Series(first.reindex(range(n)).to_numpy(), dtype="datetime64[ns]")
-    f["last_order_at"] = pd.Series(last.reindex(range(n)).to_numpy(), dtype="datetime64[ns]")
-    f["recency_days"] = np.floor(_days(as_of - f["last_order_at"]))
-    f["tenure_days"] = np.floor(_days(as_of - f["first_order_at"]))
-    c_arr = oc["c"].to_numpy()
-    t_arr = oc["t"].to_numpy()
-    # Same customer as the previous order (length len(c_arr), also when there are no counted orders).
-    same = np.r_[False, c_arr[1:] == c_arr[:-1]][: len(c_arr)]
-    gaps = pd.DataFrame(
-        {"c": c_arr[same], "gap": (t_arr[1:] - t_arr[:-1])[same[1:]] / DAY}
-    )
-    f["median_gap_days"] = gaps.groupby("c")["gap"].median().reindex(range(n)).to_numpy()
+    c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
+    start = np.ones(len(c_arr), dtype=bool)
+    start[1:] = c_arr[1:] != c_arr[:-1]
+    end = np.ones(len(c_arr), dtype=bool)
+    end[:-1] = start[1:]
+    first = np.full(n, np.datetime64("NaT"), dtype=ordered_at.dtype)
+    last = first.copy()
+    first[c_arr[start]] = t_arr[start]
+    last[c_arr[end]] = t_arr[end]
+    first_at = pd.Series(first, dtype="datetime64[ns]")
+    last_at = pd.Series(last, dtype="datetime64[ns]")
+    cols["first_order_at"] = first_at.to_numpy()
+    cols["last_order_at"] = last_at.to_numpy()
+    cols["recency_days"] = np.floor(_days(as_of - last_at))
+    cols["tenure_days"] = np.floor(_days(as_of - first_at))
+    delta = np.dtype(f"m8[{np.datetime_data(ordered_at.dtype)[0]}]")  # the times' own unit
+    same = ~start  # same customer as the previous order
+    gap_c = c_arr[same]
+    gap_ns = (t_arr[1:] - t_arr[:-1])[same[1:]]  # >= 0: sorted by time within a customer
+    unit = int(np.gcd.reduce(gap_ns)) if len(gap_ns) else 1
+    unit = unit or 1
+    sv, per_customer = sorted_by_group(gap_c, gap_ns // unit, n)
+    cols["median_gap_days"] = group_median((sv * unit).astype(delta) / DAY, per_customer)
     # First-to-second gap: the gap that ends each customer's second order.
-    rank = pd.Series(same).groupby(c_arr).cumsum().to_numpy()
-    second = gaps.assign(r=rank[same])
-    f2s = second.loc[second["r"] == 1, "gap"]
+    second = same & np.r_[True, start[:-1]]
+    f2s = (t_arr[second] - t_arr[np.flatnonzero(second) - 1]).astype(delta) / DAY
     f2s_p75 = float(np.percentile(f2s, 75)) if len(f2s) >= 30 else None
     f2s_med = float(np.median(f2s)) if len(f2s) >= 30 else None
 
     # ---- categories (order lines) ----
-    f["top_category"] = pd.Series(pd.NA, index=f.index, dtype="string")
-    f["categories"] = pd.Series(pd.NA, index=f.index, dtype="string")
-    if store.lines is not None and store.lines["category"].notna().any():
+    cols["top_category"] = pd.array(pa.nulls(n, pa.large_string()), dtype="string")
+    cols["categories"] = cols["top_category"]
+    category_codes = None
+    if store.lines is not None:
         lines = store.lines
-        # Each line's order (order ids are unique after validation): counted orders only.
-        pos = store.line_order_rows()
-        keep = (pos >= 0) & counts[np.maximum(pos, 0)] & lines["category"].notna().to_numpy(bool)
-        lk = lines[keep]
-        lc = pd.DataFrame(
-            {
-                "c": code[pos[keep]],
-                "cat": lk["category"].to_numpy(),
-                "v": (lk["quantity"] * lk["price"].fillna(0) - lk["line_discount"]).to_numpy(float),
-            }
-        )
-        per = lc.groupby(["c", "cat"], sort=True)["v"].sum().reset_index()
-        top = per.sort_values(["c", "v", "cat"], ascending=[True, False, True], kind="stable")
-        top = top.drop_duplicates("c")
-        f.loc[top["c"].to_numpy(), "top_category"] = top["cat"].to_numpy()
-        # `per` is sorted by customer, then category: each customer's categories, sorted, joined.
-        keys, joined = join_by_group(per["c"].to_numpy(), per["cat"].to_numpy(object))
-        f.loc[keys, "categories"] = joined
+        category_codes = sorted_codes(lines["category"])
+        cat, cat_names = category_codes
+        if (cat >= 0).any():
+            # Each line's order (order ids are unique after validation): counted orders only.
+            pos = store.line_order_rows()
+            idx = np.flatnonzero((pos >= 0) & counts[np.maximum(pos, 0)] & (cat >= 0))
+            price = lines["price"].to_numpy(float)[idx]
+            v = (
+                lines["quantity"].to_numpy(float)[idx] * np.where(np.isnan(price), 0.0, price)
+                - lines["line_discount"].to_numpy(float)[idx]
+            )
+            top, pc_, pk = _top_categories(code[pos[idx]], cat[idx], v, n, len(cat_names))
+            cols["top_category"] = _text(top, cat_names)
+            cols["categories"] = _category_lists(pc_, pk, cat_names, n)
 
-    # ---- subscriptions ----
-    f["subscription_status"] = "none"
-    if store.subscriptions is not None and len(store.subscriptions):
-        s = store.subscriptions
+    # ---- subscriptions and support: customer rows by one Arrow hash lookup for both ----
+    subs = store.subscriptions if store.subscriptions is not None and len(store.subscriptions) else None
+    tickets = store.tickets if store.tickets is not None and len(store.tickets) else None
+    named = [x["customer_id"] for x in (subs, tickets) if x is not None]
+    rows = positions(pd.concat(named, ignore_index=True), cid) if named else np.zeros(0, dtype=np.intp)
+    status = np.full(n, "none", dtype=object)
+    if subs is not None:
         rank_map = {"active": 3, "paused": 2, "cancelled": 1}
-        sc = pd.DataFrame(
-            {"c": positions(s["customer_id"], ids), "r": s["status"].map(rank_map).to_numpy()}
-        )
+        sc = pd.DataFrame({"c": rows[: len(subs)], "r": subs["status"].map(rank_map).to_numpy()})
         best = sc.groupby("c")["r"].max()
         inv = {v: k for k, v in rank_map.items()}
-        f.loc[best.index.to_numpy(), "subscription_status"] = best.map(inv).to_numpy()
+        status[best.index.to_numpy()] = best.map(inv).to_numpy()
+    cols["subscription_status"] = pd.array(status, dtype=STR)
 
-    # ---- support ----
-    f["tickets_window"] = 0
-    f["open_tickets"] = 0
-    f["recent_high_severity"] = False
-    if store.tickets is not None and len(store.tickets):
-        t = store.tickets
-        tc = positions(t["customer_id"], ids)
+    cols["tickets_window"] = np.zeros(n, dtype=np.int64)
+    cols["open_tickets"] = np.zeros(n, dtype=np.int64)
+    cols["recent_high_severity"] = np.zeros(n, dtype=bool)
+    if tickets is not None:
+        t = tickets
+        tc = rows[len(rows) - len(t) :]
         recent = (t["opened_at"] >= as_of - pd.Timedelta(days=th.support_window_days)).to_numpy(bool)
-        f["tickets_window"] = np.bincount(tc, weights=recent.astype(float), minlength=n).astype(np.int64)
-        f["open_tickets"] = np.bincount(tc, weights=t["is_open"].to_numpy(float), minlength=n).astype(
+        cols["tickets_window"] = np.bincount(tc, weights=recent.astype(float), minlength=n).astype(np.int64)
+        cols["open_tickets"] = np.bincount(tc, weights=t["is_open"].to_numpy(float), minlength=n).astype(
             np.int64
         )
         hs = (recent | t["is_open"].to_numpy(bool)) & t["high_severity"].to_numpy(bool)
-        f["recent_high_severity"] = np.bincount(tc, weights=hs.astype(float), minlength=n) > 0
+        cols["recent_high_severity"] = np.bincount(tc, weights=hs.astype(float), minlength=n) > 0
 
     # ---- consent ----
-    f["email_consent"] = cust["email_consent"].to_numpy()
-    f["sms_consent"] = cust["sms_consent"].to_numpy()
+    cols["email_consent"] = cust["email_consent"].array.astype(STR)
+    cols["sms_consent"] = cust["sms_consent"].array.astype(STR)
     suppressed = cust["email_suppressed"].fillna(False).to_numpy(bool)
     has_email = cust["email"].notna().to_numpy(bool) if "email" in cust else np.zeros(n, bool)
     has_phone = cust["phone"].notna().to_numpy(bool) if "phone" in cust else np.zeros(n, bool)
-    f["email_ok"] = (
+    cols["email_ok"] = (
         cust["email_consent"].isin(config.consent.email_requires).to_numpy(bool) & ~suppressed & has_email
     )
-    f["sms_ok"] = cust["sms_consent"].isin(config.consent.sms_requires).to_numpy(bool) & has_phone
+    cols["sms_ok"] = cust["sms_consent"].isin(config.consent.sms_requires).to_numpy(bool) & has_phone
 
     # ---- value ----
     use_margin = config.value == "margin" and store.has_cost
-    f["value_window"] = f["margin_window"] if use_margin else f["net_revenue_window"]
-    f["value_lifetime"] = f["margin_lifetime"] if use_margin else f["net_revenue_lifetime"]
-    # The ranking score for VIP / near-VIP, chosen by backtest (docs/backtest.md).
-    f["value_score"] = value_score(f, config.window_days, as_of)
+    value_window = np.array(cols["margin_window"] if use_margin else cols["net_revenue_window"])
+    value_lifetime = np.array(cols["margin_lifetime"] if use_margin else cols["net_revenue_lifetime"])
+    cols["value_window"] = value_window
+    cols["value_lifetime"] = value_lifetime
+    # The ranking score for VIP / near-VIP, chosen by backtest (docs/backtest.md): it reads
+    # the columns before merged-away records are zeroed.
+    score_cols = ("value_window", "value_lifetime", "orders_window", "orders_lifetime",
+                  "first_order_at", "last_order_at")
+    cols["value_score"] = value_score(
+        pd.DataFrame({k: cols[k] for k in score_cols}), config.window_days, as_of
+    )
 
     if config.duplicates.merge:
         # Merged-away records carry no signals of their own: their orders count on the root.
-        gone = f["merged_into"].notna().to_numpy()
         for col in ("orders_lifetime", "orders_window", "net_revenue_lifetime", "value_window", "value_score"):
-            f.loc[gone, col] = 0
+            arr = np.array(cols[col])
+            arr[merged] = 0
+            cols[col] = arr
 
+    f = pd.DataFrame(cols)
     total_net = float(net[counts].sum())
     known_net = float(net[counts & cost_known].sum())
     coverage = known_net / total_net if total_net > 0 else 0.0
@@ -260,4 +389,5 @@ def compute_signals(store: Store, config: Config) -> Signals:
         first_to_second_p75=f2s_p75,
         first_to_second_median=f2s_med,
         customers_with_second_order=len(f2s),
+        category_codes=category_codes,
     )

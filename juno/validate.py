@@ -5,39 +5,43 @@ Fail loud at the edge: after this step the core trusts its data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from juno.config import Config
 from juno.errors import InputError
 from juno.parse import (
+    arrow_of,
+    arrow_positions,
     blank,
     clean_text,
+    has_duplicates,
+    is_increasing,
     isin,
     parse_bool,
     parse_consent,
     parse_datetime,
     parse_number,
     positions,
+    run_positions,
+    string_series,
 )
 from juno.sources.base import (
     FILE_COL,
     LINE_COL,
     REJECTED_COLUMNS,
+    REQUIRED,
     InputFile,
     RawTable,
     SourceResult,
 )
 
-REQUIRED: dict[str, list[str]] = {
-    "orders": ["order_id", "ordered_at", "revenue"],
-    "order_lines": ["order_id"],
-    "customers": ["customer_id"],
-    "support_tickets": ["opened_at"],
-    "subscriptions": ["customer_id", "status"],
-}
+__all__ = ["REQUIRED", "Store", "validate"]
 
 
 @dataclass
@@ -86,15 +90,22 @@ class _Rejects:
 
     def __init__(self, raw: RawTable) -> None:
         self.raw = raw
-        self.reason = np.full(len(raw.frame), None, dtype=object)
-        self.detail = np.full(len(raw.frame), None, dtype=object)
-        self._ok = np.ones(len(raw.frame), dtype=bool)  # no reason yet
+        n = len(raw.frame)
+        # Reason and detail arrays (Python objects, 8 bytes a row) only once a row is rejected.
+        self.reason: np.ndarray | None = None
+        self.detail: np.ndarray | None = None
+        self._ok = np.ones(n, dtype=bool)  # no reason yet
+        self.any = False
 
     def add(self, mask: pd.Series | np.ndarray, reason: str, detail: pd.Series | None = None) -> None:
         m = _b(pd.Series(mask)) if not isinstance(mask, np.ndarray) else mask
         new = m & self._ok
         if not new.any():
             return
+        if self.reason is None or self.detail is None:
+            self.reason = np.full(len(self._ok), None, dtype=object)
+            self.detail = np.full(len(self._ok), None, dtype=object)
+        self.any = True
         self.reason[new] = reason
         self._ok[new] = False
         if detail is not None:
@@ -106,6 +117,8 @@ class _Rejects:
         return self._ok.copy()
 
     def frame(self, revenue: pd.Series | None = None) -> pd.DataFrame:
+        if self.reason is None or self.detail is None:
+            return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
         bad = ~self.ok
         f = self.raw.frame
         return pd.DataFrame(
@@ -121,6 +134,14 @@ class _Rejects:
                 "detail": self.detail[bad],
             }
         )
+
+
+def _keep(frame: pd.DataFrame, ok: np.ndarray) -> pd.DataFrame:
+    """`frame[ok].reset_index(drop=True)`, without copying every column when no row goes."""
+    index = frame.index
+    if ok.all() and isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
+        return frame
+    return frame[ok].reset_index(drop=True)
 
 
 def _examples(frame: pd.DataFrame, n: int = 5) -> list[str]:
@@ -170,8 +191,12 @@ def _email_key(s: pd.Series) -> pd.Series:
     return clean_text(s).str.lower()
 
 
-def validate(source: SourceResult, config: Config) -> Store:
-    """Type every table, reject bad rows with reasons, resolve as_of and the currency."""
+def validate(source: SourceResult, config: Config, *, consume: bool = False) -> Store:
+    """Type every table, reject bad rows with reasons, resolve as_of and the currency.
+
+    `consume`: take each raw table out of `source` as it is typed, so that only one table's raw
+    and typed forms are alive together (for a caller that has no further use for the raw tables).
+    """
     notes = list(source.notes)
     rejected_parts = [source.rejected] if len(source.rejected) else []
     # Rows the adapter set aside (e.g. wrong field count) were read too.
@@ -180,36 +205,52 @@ def validate(source: SourceResult, config: Config) -> Store:
     for _name, raw in source.tables.items():
         _require(raw, _file_of(raw, source.files))
 
+    def take(name: str) -> RawTable | None:
+        if consume:
+            return source.tables.pop(name, None)
+        return source.tables.get(name)
+
     # ---- customers (first: orders may carry only an email that maps to a customer id) ----
-    cust_raw = source.tables.get("customers")
-    email_to_id: pd.Series | None = None
+    cust_raw = take("customers")
+    customers: pd.DataFrame | None = None
     if cust_raw is not None:
         customers, rej = _customers(cust_raw)
         rejected_parts.append(rej)
-        with_email = customers.dropna(subset=["email_key"]).drop_duplicates("email_key")
-        email_to_id = pd.Series(
-            with_email["customer_id"].to_numpy(), index=with_email["email_key"].to_numpy()
-        )
-    else:
-        customers = None
+        del cust_raw
+    first_customers = customers
 
-    orders, rej, rejected_customers = _orders(source.tables["orders"], config, email_to_id)
+    def email_to_id() -> pd.Series | None:
+        return _email_lookup(first_customers) if first_customers is not None else None
+
+    orders_raw = take("orders")
+    assert orders_raw is not None
+    # What error messages need of the raw orders: the file column alone.
+    orders_ref = RawTable(
+        "orders",
+        orders_raw.frame[[FILE_COL]] if FILE_COL in orders_raw.frame.columns else orders_raw.frame.iloc[:, :0],
+    )
+    orders, rej, rejected_customers = _orders(orders_raw, config, email_to_id)
+    del orders_raw
     rejected_parts.append(rej)
     if orders.empty and rows_read["orders"] == 0:
         raise InputError(
             "the orders table has no data rows (a header only)",
-            file=_file_of(source.tables["orders"], source.files),
+            file=_file_of(orders_ref, source.files),
             expected="one row per order under the header",
         )
-    # Customers seen on any order row, used or not: each must appear in customers.csv.
-    seen_customers = pd.Index(orders["customer_id"].unique()).union(rejected_customers)
     if orders.empty:
         raise InputError(
             "no usable orders: every order row was rejected",
-            file=_file_of(source.tables["orders"], source.files),
+            file=_file_of(orders_ref, source.files),
             expected="order rows with an order id, a customer, a date and a revenue",
             examples=[f"line {r.line}: {r.reason}" for r in rej.head(5).itertuples()],
         )
+    # Customers seen on any order row, used or not: each must appear in customers.csv. The
+    # distinct ids of the used orders, and each order's index into them (one hash pass).
+    encoded = pc.dictionary_encode(arrow_of(orders["customer_id"]))
+    seen_ids: pa.Array = encoded.dictionary
+    id_codes = np.asarray(encoded.indices.to_numpy(), dtype=np.intp)
+    del encoded
 
     # ---- currency ----
     currency: str | None = config.currency
@@ -219,16 +260,18 @@ def validate(source: SourceResult, config: Config) -> Store:
         counts = cur.value_counts()
         raise InputError(
             f"orders are in several currencies ({', '.join(found)}) and no conversion is given",
-            file=_file_of(source.tables["orders"], source.files),
+            file=_file_of(orders_ref, source.files),
             column="currency",
             expected="one currency per store, or `currency = \"...\"` in juno.toml to keep one",
             examples=[f"{k}: {v} orders" for k, v in counts.items()],
         )
+    del cur
     if config.currency is not None:
         other = orders["currency"].notna() & (orders["currency"] != config.currency)
         if other.any():
             rejected_parts.append(_drop_reject(orders, other, "orders", f"currency is not {config.currency}"))
             orders = orders[~other]
+            id_codes = id_codes[~other.to_numpy(bool)]
     elif found:
         currency = found[0]
 
@@ -244,6 +287,7 @@ def validate(source: SourceResult, config: Config) -> Store:
         if late.any():
             rejected_parts.append(_drop_reject(orders, late, "orders", "ordered after as_of"))
             orders = orders[~late]
+            id_codes = id_codes[~late.to_numpy(bool)]
     else:
         as_of = orders["ordered_at"].max()
         as_of_source = "latest order in the data"
@@ -252,7 +296,7 @@ def validate(source: SourceResult, config: Config) -> Store:
         why = "in another currency" if in_currency == 0 else "dated after as_of"
         raise InputError(
             f"no usable orders: every order is {why}",
-            file=_file_of(source.tables["orders"], source.files),
+            file=_file_of(orders_ref, source.files),
             column=column,
             expected=f"orders in {config.currency or 'the store currency'} dated on or before "
             f"{config.as_of or 'as_of'}",
@@ -260,9 +304,12 @@ def validate(source: SourceResult, config: Config) -> Store:
     orders = orders.reset_index(drop=True)
 
     # ---- customer universe ----
-    order_customers = pd.Index(orders["customer_id"].unique())
+    # Customer ids named on rejected order rows only (on no used order).
+    rejected_ids = pa.array(rejected_customers, type=seen_ids.type, from_pandas=True)
+    rejected_only = rejected_ids.filter(pc.invert(pc.is_in(rejected_ids, value_set=seen_ids)))
     if customers is None:
-        customers = pd.DataFrame({"customer_id": pd.Series(seen_customers, dtype="string")})
+        # One row per customer seen on an order (rows end up in id order, as always).
+        customers = pd.DataFrame({"customer_id": string_series(pa.concat_arrays([seen_ids, rejected_only]))})
         for c in ("email", "phone", "first_name", "last_name", "tags", "country", "email_key"):
             customers[c] = pd.Series(pd.NA, index=customers.index, dtype="string")
         customers["created_at"] = pd.Series(pd.NaT, index=customers.index, dtype="datetime64[ns]")
@@ -270,42 +317,76 @@ def validate(source: SourceResult, config: Config) -> Store:
         customers["sms_consent"] = pd.Series("unknown", index=customers.index, dtype="string")
         customers["email_suppressed"] = False
         customers["in_customers_file"] = False
+        seen_at = np.arange(len(seen_ids), dtype=np.intp)
     else:
-        extra = seen_customers.difference(pd.Index(customers["customer_id"]))
-        if len(extra):
+        # Each seen id's row in the customers table; those without one are added at the end.
+        seen_at = arrow_positions(seen_ids, customers["customer_id"])
+        absent = seen_at < 0
+        extra_orders = seen_ids.filter(pa.array(absent))
+        extra_rejected = rejected_only.filter(
+            pc.invert(pc.is_in(rejected_only, value_set=arrow_of(customers["customer_id"])))
+        )
+        n_extra = len(extra_orders) + len(extra_rejected)
+        if n_extra:
             notes.append(
-                f"{len(extra):,} customer{'s have' if len(extra) != 1 else ' has'} orders but no row"
+                f"{n_extra:,} customer{'s have' if n_extra != 1 else ' has'} orders but no row"
                 " in the customers table (consent unknown)"
             )
-            add = pd.DataFrame({"customer_id": pd.Series(extra, dtype="string")})
+            add = pd.DataFrame({"customer_id": string_series(pa.concat_arrays([extra_orders, extra_rejected]))})
             add["email_consent"] = "unknown"
             add["sms_consent"] = "unknown"
             add["email_suppressed"] = False
             add["in_customers_file"] = False
+            seen_at[absent] = len(customers) + np.arange(len(extra_orders), dtype=np.intp)
             customers = pd.concat([customers, add], ignore_index=True)
-        no_orders = int((~isin(customers["customer_id"], order_customers)).sum())
+        # Customers none of whose orders is used (rejected or filtered out): ids are unique.
+        has_order = np.zeros(len(customers), dtype=bool)
+        has_order[seen_at[id_codes]] = True
+        no_orders = int((~has_order).sum())
         if no_orders:
             notes.append(f"{no_orders:,} customers in the customers table have no usable order")
-    customers = customers.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    if is_increasing(customers["customer_id"]):
+        # Already in id order (ids are unique): sorting would copy every column for nothing.
+        order_customer_rows = seen_at[id_codes]
+    else:
+        by_id = customers.sort_values("customer_id", kind="stable")
+        order = by_id.index.to_numpy()
+        customers = by_id.reset_index(drop=True)
+        del by_id
+        # Table row i is row rank[i] once sorted.
+        rank = np.empty(len(order), dtype=np.intp)
+        rank[order] = np.arange(len(order), dtype=np.intp)
+        order_customer_rows = rank[seen_at][id_codes]
+        del rank, order
+    del seen_at, id_codes
     known = pd.Index(customers["customer_id"])
-    email_index = customers.dropna(subset=["email_key"]).drop_duplicates("email_key")
-    email_map = pd.Series(email_index["customer_id"].to_numpy(), index=email_index["email_key"].to_numpy())
+    sorted_customers = customers
+
+    def email_map() -> pd.Series:
+        return _email_lookup(sorted_customers)
 
     # ---- lines ----
     lines = None
-    if "order_lines" in source.tables:
-        lines, rej = _lines(source.tables["order_lines"], orders)
+    line_order_rows = None
+    lines_raw = take("order_lines")
+    if lines_raw is not None:
+        lines, rej, line_order_rows = _lines(lines_raw, orders)
         rejected_parts.append(rej)
+    del lines_raw
 
     tickets = None
-    if "support_tickets" in source.tables:
-        tickets, rej = _tickets(source.tables["support_tickets"], known, email_map, as_of)
+    tickets_raw = take("support_tickets")
+    if tickets_raw is not None:
+        tickets, rej = _tickets(tickets_raw, known, email_map, as_of)
         rejected_parts.append(rej)
+    del tickets_raw
 
     subs = None
-    if "subscriptions" in source.tables:
-        subs, rej = _subscriptions(source.tables["subscriptions"], known)
+    subs_raw = take("subscriptions")
+    if subs_raw is not None:
+        subs, rej = _subscriptions(subs_raw, known)
         rejected_parts.append(rej)
+    del subs_raw
 
     rejected = pd.concat(
         [p for p in rejected_parts if len(p)] or [source.rejected], ignore_index=True
@@ -330,7 +411,33 @@ def validate(source: SourceResult, config: Config) -> Store:
         rows_read=rows_read,
         has_cost=has_cost,
         has_lines=lines is not None,
+        _line_order_rows=line_order_rows,
+        _order_customer_rows=order_customer_rows,
     )
+
+
+def _email_lookup(customers: pd.DataFrame) -> pd.Series:
+    """Customer id by email key (first customer per email)."""
+    with_email = customers.dropna(subset=["email_key"]).drop_duplicates("email_key")
+    return pd.Series(with_email["customer_id"].to_numpy(), index=with_email["email_key"].to_numpy())
+
+
+def _fill_ids(cid: pd.Series, email: pd.Series, lookup: Callable[[], pd.Series | None], keep_email: bool) -> pd.Series:
+    """Missing customer ids from the email: the id of the customer with that email key (else,
+    when `keep_email`, the email key itself). Only rows without an id are looked at."""
+    need = np.asarray(cid.isna(), dtype=bool)
+    if not need.any():
+        return cid
+    key = _email_key(email[need])
+    if not key.notna().any():
+        return cid
+    table = lookup()
+    filled = key.map(table).astype("string") if table is not None else pd.Series(pd.NA, index=key.index, dtype="string")
+    if keep_email:
+        filled = filled.fillna(key)
+    out = cid.copy()
+    out[need] = filled.to_numpy()
+    return out
 
 
 def _drop_reject(frame: pd.DataFrame, mask: pd.Series, table: str, reason: str) -> pd.DataFrame:
@@ -352,8 +459,9 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
     rej = _Rejects(raw)
     cid = clean_text(_col(f, "customer_id"))
     rej.add(cid.isna(), "missing customer_id")
-    dup = cid.duplicated(keep="first") & cid.notna()
-    rej.add(dup, "duplicate customer_id (first row kept)", cid)
+    if has_duplicates(cid):
+        dup = cid.duplicated(keep="first") & cid.notna()
+        rej.add(dup, "duplicate customer_id (first row kept)", cid)
     created, _bad_created = parse_datetime(_col(f, "created_at"))
     email_consent, bad_ec = parse_consent(_col(f, "email_consent"))
     sms_consent, bad_sc = parse_consent(_col(f, "sms_consent"))
@@ -379,23 +487,18 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
     for extra in ("total_spent", "total_orders"):
         if extra in f.columns:
             out[extra] = parse_number(f[extra])[0]
-    ok = rej.ok
-    return out[ok].reset_index(drop=True), rej.frame()
+    return _keep(out, rej.ok), rej.frame()
 
 
 def _orders(
-    raw: RawTable, config: Config, email_to_id: pd.Series | None
+    raw: RawTable, config: Config, email_to_id: Callable[[], pd.Series | None]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.Index]:
     """(used orders, rejected rows, customer ids named on rejected rows)."""
     f = raw.frame
     rej = _Rejects(raw)
     order_id = clean_text(_col(f, "order_id"))
-    cid = clean_text(_col(f, "customer_id"))
-    email_key = _email_key(_col(f, "email"))
-    if email_to_id is not None:
-        mapped = email_key.map(email_to_id)
-        cid = cid.fillna(mapped.astype("string"))
-    cid = cid.fillna(email_key)
+    # A row without a customer id: the customer with its email, else the email itself.
+    cid = _fill_ids(clean_text(_col(f, "customer_id")), _col(f, "email"), email_to_id, keep_email=True)
     ordered_at, bad_date = parse_datetime(_col(f, "ordered_at"))
     revenue, bad_rev = parse_number(_col(f, "revenue"))
     discount, bad_disc = parse_number(_col(f, "discount"))
@@ -424,7 +527,11 @@ def _orders(
 
     # Duplicate order ids: identical rows are harmless repeats; differing ones are ambiguous.
     ok_now = pd.Series(rej.ok, index=f.index)
-    dup_any = order_id.duplicated(keep=False) & ok_now & order_id.notna()
+    dup_any = (
+        order_id.duplicated(keep=False) & ok_now & order_id.notna()
+        if has_duplicates(order_id)
+        else pd.Series(False, index=f.index)
+    )
     if dup_any.any():
         # Only rows sharing an order id can share a content key: build keys for those alone.
         shared = order_id.duplicated(keep=False).to_numpy(bool)
@@ -467,10 +574,11 @@ def _orders(
     out["counts"] = ~(out["cancelled"] | refunded_full)
     ok = rej.ok
     rejected_customers = pd.Index(cid[~ok].dropna().unique())
-    return out[ok].reset_index(drop=True), rej.frame(revenue), rejected_customers
+    return _keep(out, ok), rej.frame(revenue), rejected_customers
 
 
-def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(used lines, rejected rows, per used line the row of its order in `orders`)."""
     f = raw.frame
     rej = _Rejects(raw)
     order_id = clean_text(_col(f, "order_id"))
@@ -479,7 +587,9 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     line_discount, bad_d = parse_number(_col(f, "line_discount"))
     cost, bad_c = parse_number(_col(f, "cost"))
     rej.add(order_id.isna(), "missing order_id")
-    rej.add(~isin(order_id, orders["order_id"]), "line of an unknown or rejected order", order_id)
+    # One lookup gives both the lines of unknown orders and every line's order row.
+    at = run_positions(order_id, orders["order_id"])
+    rej.add(at < 0, "line of an unknown or rejected order", order_id)
     rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
     category = clean_text(_col(f, "category")).str.lower()
     sku = clean_text(_col(f, "sku"))
@@ -496,16 +606,15 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         }
     )
     ok = rej.ok
-    return out[ok].reset_index(drop=True), rej.frame()
+    return _keep(out, ok), rej.frame(), at[ok] if not ok.all() else at
 
 
 def _tickets(
-    raw: RawTable, known: pd.Index, email_map: pd.Series, as_of: pd.Timestamp
+    raw: RawTable, known: pd.Index, email_map: Callable[[], pd.Series | None], as_of: pd.Timestamp
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     f = raw.frame
     rej = _Rejects(raw)
-    cid = clean_text(_col(f, "customer_id"))
-    cid = cid.fillna(_email_key(_col(f, "email")).map(email_map).astype("string"))
+    cid = _fill_ids(clean_text(_col(f, "customer_id")), _col(f, "email"), email_map, keep_email=False)
     opened, bad_o = parse_datetime(_col(f, "opened_at"))
     closed, _ = parse_datetime(_col(f, "closed_at"))
     rej.add(cid.isna(), "ticket without a customer id or email")
@@ -527,7 +636,7 @@ def _tickets(
             "high_severity": _b(severity.isin(["high", "urgent", "critical"])),
         }
     )
-    return out[rej.ok].reset_index(drop=True), rej.frame()
+    return _keep(out, rej.ok), rej.frame()
 
 
 def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -547,4 +656,4 @@ def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.Dat
             "category": clean_text(_col(f, "category")).str.lower(),
         }
     )
-    return out[rej.ok].reset_index(drop=True), rej.frame()
+    return _keep(out, rej.ok), rej.frame()

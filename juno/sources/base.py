@@ -19,6 +19,53 @@ LINE_COL = "_line"
 
 REJECTED_COLUMNS = ["file", "line", "table", "reason", "revenue", "detail"]
 
+# Columns each contract table must have (validation refuses the table otherwise); orders and
+# support tickets also need a customer_id or an email.
+REQUIRED: dict[str, list[str]] = {
+    "orders": ["order_id", "ordered_at", "revenue"],
+    "order_lines": ["order_id"],
+    "customers": ["customer_id"],
+    "support_tickets": ["opened_at"],
+    "subscriptions": ["customer_id", "status"],
+}
+
+# Every column anything reads from a raw contract table (validation, and the backtest's view of
+# the past). A reader may leave the others unread: they change no output.
+USED_COLUMNS: dict[str, frozenset[str]] = {
+    "orders": frozenset(
+        (
+            "order_id", "customer_id", "email", "ordered_at", "revenue", "discount", "refunded",
+            "cost", "cancelled", "cancelled_at", "is_subscription_order", "discount_code", "currency",
+        )
+    ),
+    "order_lines": frozenset(
+        ("order_id", "sku", "product_name", "category", "quantity", "price", "line_discount", "cost")
+    ),
+    "customers": frozenset(
+        (
+            "customer_id", "email", "phone", "first_name", "last_name", "created_at",
+            "email_consent", "sms_consent", "email_suppressed", "tags", "country",
+            "total_spent", "total_orders",
+        )
+    ),
+    "support_tickets": frozenset(
+        ("customer_id", "email", "opened_at", "closed_at", "status", "severity")
+    ),
+    "subscriptions": frozenset(
+        ("customer_id", "status", "sku", "category", "started_at", "cancelled_at")
+    ),
+}
+
+
+def has_required(table: str, names: list[str]) -> bool:
+    """True when the (normalised) column names hold everything validation requires of `table`."""
+    cols = set(names)
+    if any(c not in cols for c in REQUIRED[table]):
+        return False
+    if table in ("orders", "support_tickets"):
+        return "customer_id" in cols or "email" in cols
+    return True
+
 
 @dataclass(frozen=True)
 class InputFile:

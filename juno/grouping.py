@@ -1,0 +1,110 @@
+"""Integer-keyed group statistics that give exactly what the pandas groupby calls they replace give.
+
+The core groups millions of rows by (customer, product, day). On string keys pandas sorts and
+hashes Python-level values; here every key is first turned into an integer code whose order is the
+strings' order, so one numpy sort of int64 composite keys gives the same groups in the same order.
+Medians and quantiles follow pandas' own formulas (tests/test_fast_core.py pins each to pandas).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
+
+
+def sorted_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(code per row, distinct values): codes number the distinct non-missing values in sorted
+    order (code order = string order), -1 for missing. `pd.factorize(s, sort=True)`, without
+    pandas' Python-level sort of an Arrow column (one Arrow dictionary encode instead)."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = pa.array(s)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        enc = pc.dictionary_encode(arr)
+        names = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        order = np.argsort(names, kind="stable")  # Python str order: code points, as Arrow sorts
+        rank = np.empty(len(names) + 1, dtype=np.int64)
+        rank[order] = np.arange(len(names))
+        rank[-1] = -1  # missing: index -1 picks the last slot
+        idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return rank[idx], names[order]
+    codes, uniques = pd.factorize(s, sort=True, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
+
+
+def key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """(code per row, number of distinct values): codes in order of first appearance, -1 for
+    missing. For grouping by equal keys when the order of the groups does not matter."""
+    if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        arr = pa.array(s)
+        if isinstance(arr, pa.ChunkedArray):
+            arr = arr.combine_chunks()
+        enc = pc.dictionary_encode(arr)
+        idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return idx, len(enc.dictionary)
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    return np.asarray(codes, dtype=np.int64), len(uniques)
+
+
+def sorted_by_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative integer `values` sorted by (group, value), and the count per group.
+
+    One bincount when the (group, value) domain is small (day gaps per product), else one sort
+    of composite int64 keys.
+    """
+    counts = np.bincount(groups, minlength=n_groups)
+    if len(values) == 0:
+        return values.astype(np.int64), counts
+    width = int(values.max()) + 1
+    if n_groups * width <= 1 << 22:
+        hist = np.bincount(groups * width + values, minlength=n_groups * width)
+        sv = np.repeat(np.arange(n_groups * width, dtype=np.int64) % width, hist)
+    elif n_groups * width < 1 << 62:
+        sv = np.sort(groups.astype(np.int64) * width + values) % width
+    else:
+        sv = values[np.lexsort((values, groups))].astype(np.int64)
+    return sv, counts
+
+
+def group_median(sv: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per group, pandas' groupby median of values sorted within groups (NaN for empty groups):
+    the middle value, or the mean of the two middle values, `(a + b) / 2`."""
+    starts = np.cumsum(counts) - counts
+    v = sv.astype(float)
+    has = counts > 0
+    lo = np.where(has, starts + (counts - 1) // 2, 0)
+    hi = np.where(has, starts + counts // 2, 0)
+    if len(v) == 0:
+        return np.full(len(counts), np.nan)
+    out = np.where(counts % 2 == 1, v[hi], (v[hi] + v[lo]) / 2)
+    return np.where(has, out, np.nan)
+
+
+def group_quantile(sv: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
+    """Per group, pandas' groupby quantile (linear interpolation) of values sorted within groups:
+    `val + (next - val) * frac` at position q x (n - 1), as pandas' group_quantile computes it."""
+    starts = np.cumsum(counts) - counts
+    v = sv.astype(float)
+    has = counts > 0
+    if len(v) == 0:
+        return np.full(len(counts), np.nan)
+    q_idx = q * (counts - 1).astype(float)
+    idx = q_idx.astype(np.int64)
+    frac = q_idx % 1
+    at = np.where(has, starts + idx, 0)
+    nxt = np.where(has & (frac != 0), at + 1, at)
+    val = v[at]
+    out = np.where(frac == 0.0, val, val + (v[nxt] - val) * frac)
+    return np.where(has, out, np.nan)
+
+
+def group_starts(keys: np.ndarray) -> np.ndarray:
+    """True where a sorted key array starts a new run."""
+    out = np.ones(len(keys), dtype=bool)
+    if len(keys) > 1:
+        np.not_equal(keys[1:], keys[:-1], out=out[1:])
+    return out

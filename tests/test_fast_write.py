@@ -1,0 +1,335 @@
+"""The fast paths of the customer table and of writing the outputs give exactly what the plain
+implementations they replaced give (like tests/test_outputs_stable.py: no timings, only equality).
+"""
+
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import random_store
+
+import juno.render
+from juno import segments
+from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
+from juno.classify import Classification, customer_table
+from juno.cohorts import RULES, vip_excluded_for_discounts
+from juno.config import Config
+from juno.pipeline import RunResult, run
+from juno.render import csv_frame, float_cells, format_floats, write_csv, write_text_csv
+from juno.signals import Signals
+
+EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
+
+TRICKY_TEXT = [
+    "plain", "", None, "a,b", 'say "hi"', "two\nlines", "cr\r", "\rx", "=1+2", "+1 619 555", "-3",
+    "@a", "\tx", "'quoted", '=a,"b"', "é,ü", "a;b", " lead", "trail ",
+]
+
+
+def _reference_bytes(frame: pd.DataFrame) -> bytes:
+    """What write_csv wrote first: pandas' to_csv of csv_frame's text."""
+    return csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="").encode("utf-8")
+
+
+def _tricky_frame(n: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    at = pd.Timestamp("2025-01-01") + pd.to_timedelta(rng.integers(-(10**10), 10**10, n), unit="ms")
+    floats = np.r_[
+        [0.0, -0.0, -0.00004, 0.00005, -0.00005, 0.00015, 0.12345, 1.00005, 2.5, 123.45675, 1e9 - 0.00005],
+        rng.normal(0, 1000, n),
+    ][:n]
+    frame = pd.DataFrame(
+        {
+            "id": pd.Series([f"C{i}" for i in range(n)], dtype="str"),
+            "text": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="str"),
+            "string": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="string"),
+            "obj": pd.Series(rng.choice(np.array([1, 2.5, "x,y", None, np.nan, "=z", True], dtype=object), n)),
+            "value": floats,
+            "share": np.where(rng.random(n) < 0.2, np.nan, rng.random(n)),
+            "at_ns": at,
+            "at_s": at.astype("datetime64[s]"),
+            "at_us": at.astype("datetime64[us]"),
+            "at_tz": at.tz_localize("UTC"),
+            "n": rng.integers(-(10**12), 10**12, n),
+            "small": rng.integers(0, 9, n).astype(np.int8),
+            "nullable": pd.array(np.where(rng.random(n) < 0.3, None, rng.integers(0, 99, n)), dtype="Int64"),
+            "ok": rng.random(n) < 0.5,
+            "last": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="str"),
+        }
+    )
+    frame.loc[::7, "at_ns"] = pd.NaT
+    frame.loc[::5, "at_s"] = pd.NaT
+    frame.loc[::3, "at_tz"] = pd.NaT
+    return frame
+
+
+@pytest.mark.parametrize("slice_rows", [1 << 17, 97])
+def test_write_csv_matches_pandas_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_rows: int) -> None:
+    monkeypatch.setattr(juno.render, "_SLICE", slice_rows)
+    frame = _tricky_frame(1_000)
+    path = tmp_path / "t.csv"
+    write_csv(frame, path)
+    assert path.read_bytes() == _reference_bytes(frame)
+
+
+def test_write_csv_edge_shapes(tmp_path: Path) -> None:
+    frames = [
+        pd.DataFrame({"a": pd.Series(["", None, "x"], dtype="str"), "b": [np.nan, np.inf, -np.inf]}),
+        pd.DataFrame({"a": ["", ""], "b": ["", ""]}),
+        pd.DataFrame({"a": [1e15, -3.2e12], 'odd "name",': [True, False]}),
+        pd.DataFrame({"only": ["", "x,y"]}),
+        pd.DataFrame({"a": pd.Series([], dtype="str"), "b": pd.Series([], dtype=float)}),
+        _tricky_frame(50).iloc[10:30],  # a frame that does not start at row 0
+    ]
+    for i, frame in enumerate(frames):
+        path = tmp_path / f"{i}.csv"
+        write_csv(frame, path)
+        assert path.read_bytes() == _reference_bytes(frame), i
+
+
+def test_float_cells_match_format_floats() -> None:
+    rng = np.random.default_rng(3)
+    v = np.r_[
+        rng.normal(0, 1000, 20_000),
+        rng.normal(0, 1, 20_000),
+        np.round(rng.normal(0, 100, 20_000), 2),
+        rng.integers(-(10**6), 10**6, 10_000).astype(float) / 10_000,
+        [0.0, -0.0, -0.00004, 0.00005, 999_999_999.99994, -999_999_999.99994, np.nan],
+    ]
+    got = float_cells(v).fill_null("").to_numpy(zero_copy_only=False)
+    assert (got == format_floats(v)).all()
+    rounded = np.r_[np.arange(0, 5000.0), [np.nan, 7.0]]
+    for w in (np.abs(v), rounded, -rounded, np.round(np.abs(v), 1), np.array([np.nan, np.nan]), v[:0]):
+        assert (float_cells(w).fill_null("").to_numpy(zero_copy_only=False) == format_floats(w)).all()
+    huge = np.array([1e9, 1e15, np.inf, np.nan, 1.5])
+    assert (float_cells(huge).fill_null("").to_numpy(zero_copy_only=False) == format_floats(huge)).all()
+
+
+# ---------------------------------------------------------------- the customer table
+
+
+def _reference_flag_strings(flags: Flags) -> np.ndarray:
+    out = np.full(len(flags.frame), "", dtype=object)
+    for name in HOLD_FLAGS:
+        m = flags.frame[name].to_numpy(bool)
+        out = np.where(m, np.where(out == "", name, out + ";" + name), out)
+    return out
+
+
+def _reference_next_actions(primary: np.ndarray, flags: Flags, actions: dict[str, str], config: Config) -> np.ndarray:
+    fr = flags.frame
+    out = np.array([actions.get(p, "") for p in primary], dtype=object)
+    fallback = config.consent.fallback_channel
+    rules = [
+        ("duplicate_record", "merge duplicate records before outreach"),
+        ("subscription_conflict", "adjust the action: manage the subscription, do not remind or discount"),
+        ("recent_purchase", f"hold outreach: ordered within {config.thresholds.cooldown_days} days"),
+        ("no_consent", f"no marketing send: {fallback.replace('_', ' ')} or transactional only"),
+        ("recent_support_issue", "service recovery / review first; no promotional send"),
+    ]
+    for flag, text in rules:
+        out = np.where(fr[flag].to_numpy(bool) & (primary != ""), text, out)
+    hs = fr["high_severity"].to_numpy(bool) & (primary != "")
+    return np.where(hs, "service recovery first (high-severity ticket); no promotional send", out)
+
+
+def _reference_customer_table(
+    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """customer_table as it was: object arrays inferred by the DataFrame, columns set one by one."""
+    f = signals.frame
+    n = len(f)
+    prio = {c.cohort: c.priority for c in cl.cohort_facts}
+    cohorts_col = np.full(n, "", dtype=object)
+    reasons = np.full(n, "", dtype=object)
+    for cid in cl.memberships:
+        m = cl.memberships[cid]
+        idx = np.flatnonzero(m.mask)
+        if len(idx) == 0:
+            continue
+        cur = cohorts_col[idx]
+        cohorts_col[idx] = np.where(cur == "", cid, cur + ";" + cid)
+        text = cid + ": " + np.char.replace(m.reasons[idx].astype(str), ";", ", ").astype(object)
+        cur = reasons[idx]
+        reasons[idx] = np.where(cur == "", text, cur + " | " + text)
+    if "vip" in cl.memberships:
+        idx = np.flatnonzero(vip_excluded_for_discounts(cl.ctx))
+        note = "not vip: discount-dependent high spender"
+        cur = reasons[idx]
+        reasons[idx] = np.where(cur == "", note, cur + " | " + note)
+    prim = cl.primary
+    classified = prim != ""
+    excluded = f["excluded"].to_numpy(bool)
+    merged = f["merged_into"].notna().to_numpy(bool)
+    no_orders = f["orders_all_lifetime"].to_numpy() == 0
+    only_void = (f["orders_lifetime"].to_numpy() == 0) & ~no_orders
+    why = np.select(
+        [classified, excluded, merged, no_orders, only_void],
+        [
+            "",
+            f["excluded_reason"].to_numpy(object),
+            ("merged into " + f["merged_into"].fillna("")).to_numpy(object),
+            "no orders",
+            "only cancelled or fully refunded orders",
+        ],
+        default="no cohort rule met",
+    )
+    status = np.select([classified, excluded, merged], ["classified", "excluded", "merged"], "unclassified")
+    priority = np.full(n, "", dtype=object)
+    for cohort, p in prio.items():
+        priority[prim == cohort] = p
+    out = pd.DataFrame(
+        {
+            "customer_id": f["customer_id"].to_numpy(),
+            "status": status,
+            "primary_cohort": prim,
+            "cohorts": cohorts_col,
+            "flags": _reference_flag_strings(cl.flags),
+            "held_back": cl.held & classified,
+            "next_action": cl.actions,
+            "priority": priority,
+            "reason_codes": reasons,
+            "flag_detail": cl.flags.detail,
+            "unclassified_reason": why,
+        }
+    )
+    for col in CUSTOMER_SIGNALS:
+        out[col] = f[col].to_numpy()
+    if contacts is not None:
+        for col in ("email", "phone"):
+            out[col] = contacts[col].to_numpy() if col in contacts else None
+    return out
+
+
+CUSTOMER_SIGNALS = [
+    "orders_window", "orders_lifetime", "net_revenue_window", "net_revenue_lifetime", "margin_window",
+    "value_window", "value_lifetime", "value_score", "first_order_at", "last_order_at", "recency_days",
+    "tenure_days", "median_gap_days", "discount_share_window", "discount_rate_window", "refund_rate",
+    "top_category", "categories", "subscription_status", "tickets_window", "open_tickets", "email_consent",
+    "sms_consent", "email_ok", "sms_ok", "duplicate_group",
+]
+
+
+def _check_classification(result: RunResult) -> None:
+    store, sig, cl = result.store, result.signals, result.classification
+    assert store is not None and sig is not None and cl is not None
+    assert (flag_strings(cl.flags) == _reference_flag_strings(cl.flags)).all()
+    actions = {c: RULES[c].action for c in cl.memberships}
+    for config in (result.config, Config.model_validate({"consent": {"primary_channel": "sms"}})):
+        got = next_actions(cl.primary, cl.flags, actions, config)
+        assert got.dtype == object
+        assert (got == _reference_next_actions(cl.primary, cl.flags, actions, config)).all()
+    assert (cl.actions == _reference_next_actions(cl.primary, cl.flags, actions, result.config)).all()
+    contacts = [store.customers, None, store.customers.drop(columns=["phone"])]
+    for who in contacts:
+        got_t = customer_table(sig, cl, contacts=who)
+        want = _reference_customer_table(sig, cl, contacts=who)
+        pd.testing.assert_frame_equal(got_t, want, check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        Config(),
+        Config.model_validate({"duplicates": {"merge": True}, "value": "margin"}),
+        Config.model_validate({"as_of": "2025-06-30", "population": {"exclude_tags": ["loyalty"]}}),
+    ],
+)
+def test_customer_table_matches_reference(config: Config) -> None:
+    _check_classification(run(EXAMPLE_STORE, config=config))
+
+
+def test_customer_table_matches_reference_on_a_random_store(tmp_path: Path) -> None:
+    store = random_store(tmp_path / "s", n=400, staff_tags=True, category="tea")
+    cfg = Config.model_validate({"population": {"exclude_tags": ["staff"]}, "duplicates": {"merge": True}})
+    _check_classification(run(store, config=cfg))
+
+
+# ---------------------------------------------------------------- segments
+
+
+def test_write_text_csv_matches_to_csv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(juno.render, "_SLICE", 64)
+    rng = np.random.default_rng(4)
+    n = 500
+    text = pd.DataFrame(
+        {
+            "First Name": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="string"),
+            "Tags": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="str"),
+            "Phone": pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), n), dtype="string"),
+        }
+    )
+    frames = [text, text.iloc[3:9], text.iloc[:0], text[["Tags"]], text.assign(n=1)]
+    for i, frame in enumerate(frames):
+        path = tmp_path / f"{i}.csv"
+        write_text_csv(frame, path)
+        assert path.read_bytes() == frame.to_csv(index=False, lineterminator="\n").encode("utf-8"), i
+
+
+def test_tag_import_by_position_matches_reindex(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = random_store(tmp_path / "s", n=400, staff_tags=True)
+    result = run(store, config=Config())
+    assert result.classification is not None and result.store is not None and result.signals is not None
+    assert segments._row_aligned(result.store.customers["customer_id"], result.signals.frame["customer_id"])
+    fast = {cid: segments.tag_import(cid, result, "t") for cid in result.classification.memberships}
+    assert sum(len(f) for f in fast.values()) > 50
+    monkeypatch.setattr(segments, "_row_aligned", lambda a, b: False)
+    for cid, frame in fast.items():
+        pd.testing.assert_frame_equal(frame, segments.tag_import(cid, result, "t"), check_exact=True)
+    ids = result.signals.frame["customer_id"]
+    assert not segments._row_aligned(ids, ids.iloc[::-1].reset_index(drop=True))
+    assert not segments._row_aligned(ids, ids.iloc[1:])
+
+
+def _reference_cycle_rows(result: RunResult) -> list[tuple[str, str, str | None, float]]:
+    cl = result.classification
+    assert cl is not None
+    table = cl.cycles.table
+    if table.empty:
+        return []
+    rep = table[table["replenishable"].astype(bool)]
+    p = cl.cycles.purchases
+    sku_cat: dict[str, str | None] = {}
+    if len(p) and "sku" in p:
+        first = p.dropna(subset=["sku"]).drop_duplicates("sku")
+        for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True):
+            sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)
+    rows: list[tuple[str, str, str | None, float]] = []
+    for r in rep.sort_values(["level", "product"]).itertuples():
+        product = str(r.product)
+        category = product if r.level == "category" else sku_cat.get(product)
+        rows.append((str(r.level), product, category, float(str(r.median_days))))
+    return rows
+
+
+def test_cycle_rows_match_reference() -> None:
+    result = run(EXAMPLE_STORE, config=Config())
+    assert segments._cycle_rows(result) == _reference_cycle_rows(result)
+    # SKU-level cycles (the example store has none): first category of each SKU with a cycle.
+    purchases = pd.DataFrame(
+        {
+            "c": [0, 1, 2, 3, 4, 5],
+            "category": pd.Series([None, "tea", "coffee", "tea", None, "x"], dtype="string"),
+            "sku": pd.Series(["S1", "S1", None, "S2", "S3", "S4"], dtype="string"),
+            "day": pd.to_datetime(["2025-01-01"] * 6),
+        }
+    )
+    table = pd.DataFrame(
+        {
+            "level": ["category", "sku", "sku", "sku", "sku", "category"],
+            "product": ["tea", "S1", "S2", "S3", "S9", "coffee"],
+            "median_days": [30.0, 20.5, 14.0, 7.0, 3.0, 45.0],
+            "replenishable": [True, True, True, True, True, False],
+        }
+    )
+    got = []
+    for p in (purchases, purchases.astype({"sku": object}), purchases.iloc[:0]):
+        cycles = types.SimpleNamespace(table=table, purchases=p)
+        fake = types.SimpleNamespace(classification=types.SimpleNamespace(cycles=cycles))
+        got.append(segments._cycle_rows(fake))  # type: ignore[arg-type]
+        assert got[-1] == _reference_cycle_rows(fake)  # type: ignore[arg-type]
+    assert ("sku", "S1", None, 20.5) in got[0] and ("sku", "S2", "tea", 14.0) in got[0]
