@@ -3,6 +3,8 @@ but could not be parsed, so validation can reject those rows with a reason."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -152,14 +154,44 @@ def clean_text(s: pd.Series) -> pd.Series:
     return t.mask(t == "")
 
 
+# Whole-column checks run over slices of this many rows: a kernel that builds a transformed copy
+# to compare with (trimmed, lower-cased) then holds one slice's copy, not a whole column's.
+_SLICE = 1 << 18
+
+
+def _every_slice(arr: pa.Array | pa.ChunkedArray, test: Callable[[pa.Array], bool]) -> bool:
+    return all(test(arr.slice(i, _SLICE)) for i in range(0, len(arr), _SLICE))
+
+
 def _already_clean(t: pd.Series) -> bool:
     """True when clean_text would change no cell (same trim kernel as `str.strip`)."""
-    if not (isinstance(t.dtype, pd.StringDtype) and t.dtype.storage == "pyarrow"):
+    if not _is_arrow_string(t):
         return False
-    arr = pa.array(t)
-    if not pc.all(pc.equal(pc.utf8_trim_whitespace(arr), arr)).as_py():
-        return False
-    return not (pc.any(pc.starts_with(arr, "'")).as_py() or pc.any(pc.equal(arr, "")).as_py())
+
+    def clean(part: pa.Array) -> bool:
+        if not pc.all(pc.equal(pc.utf8_trim_whitespace(part), part), min_count=0).as_py():
+            return False
+        return not (pc.any(pc.starts_with(part, "'")).as_py() or pc.any(pc.equal(part, "")).as_py())
+
+    return _every_slice(pa.array(t), clean)
+
+
+def lower_text(s: pd.Series) -> pd.Series:
+    """`s.str.lower()`, keeping the column's own buffers when it has no upper-case letter."""
+    if _is_arrow_string(s) and _every_slice(
+        pa.array(s), lambda p: bool(pc.all(pc.equal(pc.utf8_lower(p), p), min_count=0).as_py())
+    ):
+        return s
+    return s.str.lower()
+
+
+def upper_text(s: pd.Series) -> pd.Series:
+    """`s.str.upper()`, keeping the column's own buffers when it has no lower-case letter."""
+    if _is_arrow_string(s) and _every_slice(
+        pa.array(s), lambda p: bool(pc.all(pc.equal(pc.utf8_upper(p), p), min_count=0).as_py())
+    ):
+        return s
+    return s.str.upper()
 
 
 def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
