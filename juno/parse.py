@@ -3,6 +3,8 @@ but could not be parsed, so validation can reject those rows with a reason."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -152,14 +154,44 @@ def clean_text(s: pd.Series) -> pd.Series:
     return t.mask(t == "")
 
 
+# Whole-column checks run over slices of this many rows: a kernel that builds a transformed copy
+# to compare with (trimmed, lower-cased) then holds one slice's copy, not a whole column's.
+_SLICE = 1 << 18
+
+
+def _every_slice(arr: pa.Array | pa.ChunkedArray, test: Callable[[pa.Array], bool]) -> bool:
+    return all(test(arr.slice(i, _SLICE)) for i in range(0, len(arr), _SLICE))
+
+
 def _already_clean(t: pd.Series) -> bool:
     """True when clean_text would change no cell (same trim kernel as `str.strip`)."""
-    if not (isinstance(t.dtype, pd.StringDtype) and t.dtype.storage == "pyarrow"):
+    if not _is_arrow_string(t):
         return False
-    arr = pa.array(t)
-    if not pc.all(pc.equal(pc.utf8_trim_whitespace(arr), arr)).as_py():
-        return False
-    return not (pc.any(pc.starts_with(arr, "'")).as_py() or pc.any(pc.equal(arr, "")).as_py())
+
+    def clean(part: pa.Array) -> bool:
+        if not pc.all(pc.equal(pc.utf8_trim_whitespace(part), part), min_count=0).as_py():
+            return False
+        return not (pc.any(pc.starts_with(part, "'")).as_py() or pc.any(pc.equal(part, "")).as_py())
+
+    return _every_slice(pa.array(t), clean)
+
+
+def lower_text(s: pd.Series) -> pd.Series:
+    """`s.str.lower()`, keeping the column's own buffers when it has no upper-case letter."""
+    if _is_arrow_string(s) and _every_slice(
+        pa.array(s), lambda p: bool(pc.all(pc.equal(pc.utf8_lower(p), p), min_count=0).as_py())
+    ):
+        return s
+    return s.str.lower()
+
+
+def upper_text(s: pd.Series) -> pd.Series:
+    """`s.str.upper()`, keeping the column's own buffers when it has no lower-case letter."""
+    if _is_arrow_string(s) and _every_slice(
+        pa.array(s), lambda p: bool(pc.all(pc.equal(pc.utf8_upper(p), p), min_count=0).as_py())
+    ):
+        return s
+    return s.str.upper()
 
 
 def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -170,6 +202,9 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     if s.dtype.kind == "b":
         return s.astype("float64"), pd.Series(False, index=s.index)
     t = s.astype("string").str.strip()
+    plain = _plain_numbers(t)
+    if plain is not None:
+        return plain, pd.Series(False, index=s.index, dtype="bool[pyarrow]")
     empty = t.isna() | (t == "")
     v = pd.to_numeric(t, errors="coerce")
     failed = v.isna() & ~empty
@@ -190,6 +225,69 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     return v, bad
 
 
+# A decimal of at most 15 digits: pandas' parser and Arrow's both give the correctly rounded
+# double (the digits are an exact integer, divided once by an exact power of ten).
+_PLAIN_NUMBER = r"^-?[0-9]{1,9}(\.[0-9]{1,6})?$"
+# ISO 8601 date-times, all with a UTC offset or all without one (then read as UTC, as pandas does).
+_DATE = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+_TIME = r"[T ]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+_PLAIN_DATETIME_TZ = rf"^{_DATE}{_TIME}(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])$"
+_PLAIN_DATETIME_NAIVE = rf"^{_DATE}({_TIME})?$"
+# Seconds since the epoch that nanoseconds can hold (1678-2261): the rest go the long way.
+_NS_SECONDS = (pd.Timestamp("1678-01-01").value // 10**9, pd.Timestamp("2261-12-31").value // 10**9)
+
+
+def _only_plain(arr: pa.Array | pa.ChunkedArray, pattern: str) -> pa.Array | pa.ChunkedArray | None:
+    """The cells as they are where they match `pattern`, missing where empty; None when a
+    non-empty cell does not match."""
+    match = pc.match_substring_regex(arr, pattern)
+    nonempty = pc.not_equal(arr, "")
+    if pc.any(pc.and_(nonempty, pc.invert(match))).as_py():
+        return None
+    return pc.if_else(match, arr, pa.scalar(None, arr.type))
+
+
+def _plain_numbers(t: pd.Series) -> pd.Series | None:
+    """What the general path gives (float64, NaN where empty) when every non-empty cell is a
+    plain decimal: one Arrow cast instead of pd.to_numeric's per-cell Python objects."""
+    if not _is_arrow_string(t) or not len(t):
+        return None
+    arr = _only_plain(pa.array(t), _PLAIN_NUMBER)
+    if arr is None:
+        return None
+    try:
+        values = np.asarray(pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if (np.signbit(values) & (values == 0)).any():
+        return None  # '-0': pandas reads a column of integers as +0
+    return pd.Series(values, index=t.index, name=t.name)
+
+
+def _plain_datetimes(t: pd.Series) -> pd.Series | None:
+    """What the general path gives before the plausibility check (naive UTC datetime64[ns], NaT
+    where empty) when every non-empty cell is a plain ISO 8601 date-time; None otherwise."""
+    if not _is_arrow_string(t) or not len(t):
+        return None
+    raw = pa.array(t)
+    for pattern, unit in ((_PLAIN_DATETIME_TZ, pa.timestamp("s", "UTC")), (_PLAIN_DATETIME_NAIVE, pa.timestamp("s"))):
+        arr = _only_plain(raw, pattern)
+        if arr is None:
+            continue
+        try:
+            seconds = pc.cast(pc.cast(arr, unit), pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        low, high = pc.min(seconds).as_py(), pc.max(seconds).as_py()
+        if low is not None and (low < _NS_SECONDS[0] or high > _NS_SECONDS[1]):
+            return None
+        ns = np.array(seconds.fill_null(np.iinfo(np.int64).min).to_numpy(), dtype=np.int64)
+        valid = ns != np.iinfo(np.int64).min
+        ns[valid] *= 10**9
+        return pd.Series(ns.view("datetime64[ns]"), index=t.index, name=t.name)
+    return None
+
+
 def _as_ns(v: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Nanosecond timestamps; dates outside 1677-2262 (year -1, 9999) become missing, and bad."""
     if v.dtype == "datetime64[ns]":
@@ -207,6 +305,11 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         v, bad = _as_ns(v)
     else:
         t = s.astype("string").str.strip()
+        plain = _plain_datetimes(t)
+        if plain is not None:
+            implausible = plain < EARLIEST
+            bad = pd.Series(False, index=s.index, dtype="bool[pyarrow]")
+            return plain.mask(implausible), bad | implausible
         empty = t.isna() | (t == "")
         v = pd.to_datetime(t, utc=True, format="ISO8601", errors="coerce")
         failed = v.isna() & ~empty

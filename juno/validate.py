@@ -23,6 +23,7 @@ from juno.parse import (
     has_duplicates,
     is_increasing,
     isin,
+    lower_text,
     parse_bool,
     parse_consent,
     parse_datetime,
@@ -30,6 +31,7 @@ from juno.parse import (
     positions,
     run_positions,
     string_series,
+    upper_text,
 )
 from juno.sources.base import (
     FILE_COL,
@@ -188,7 +190,7 @@ def _file_of(raw: RawTable, files: list[InputFile]) -> str:
 
 
 def _email_key(s: pd.Series) -> pd.Series:
-    return clean_text(s).str.lower()
+    return lower_text(clean_text(s))
 
 
 def validate(source: SourceResult, config: Config, *, consume: bool = False) -> Store:
@@ -245,12 +247,10 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
             expected="order rows with an order id, a customer, a date and a revenue",
             examples=[f"line {r.line}: {r.reason}" for r in rej.head(5).itertuples()],
         )
-    # Customers seen on any order row, used or not: each must appear in customers.csv. The
-    # distinct ids of the used orders, and each order's index into them (one hash pass).
-    encoded = pc.dictionary_encode(arrow_of(orders["customer_id"]))
-    seen_ids: pa.Array = encoded.dictionary
-    id_codes = np.asarray(encoded.indices.to_numpy(), dtype=np.intp)
-    del encoded
+    # Customers seen on any order row, used or not: each must appear in customers.csv. `at`: per
+    # used order, its customer's row in the customers table, where customers without a row there
+    # (`new_ids`) are added at its end.
+    at, new_ids = _customer_rows(orders["customer_id"], rejected_customers, customers)
 
     # ---- currency ----
     currency: str | None = config.currency
@@ -271,7 +271,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         if other.any():
             rejected_parts.append(_drop_reject(orders, other, "orders", f"currency is not {config.currency}"))
             orders = orders[~other]
-            id_codes = id_codes[~other.to_numpy(bool)]
+            at = at[~other.to_numpy(bool)]
     elif found:
         currency = found[0]
 
@@ -287,7 +287,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         if late.any():
             rejected_parts.append(_drop_reject(orders, late, "orders", "ordered after as_of"))
             orders = orders[~late]
-            id_codes = id_codes[~late.to_numpy(bool)]
+            at = at[~late.to_numpy(bool)]
     else:
         as_of = orders["ordered_at"].max()
         as_of_source = "latest order in the data"
@@ -304,12 +304,9 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     orders = orders.reset_index(drop=True)
 
     # ---- customer universe ----
-    # Customer ids named on rejected order rows only (on no used order).
-    rejected_ids = pa.array(rejected_customers, type=seen_ids.type, from_pandas=True)
-    rejected_only = rejected_ids.filter(pc.invert(pc.is_in(rejected_ids, value_set=seen_ids)))
     if customers is None:
         # One row per customer seen on an order (rows end up in id order, as always).
-        customers = pd.DataFrame({"customer_id": string_series(pa.concat_arrays([seen_ids, rejected_only]))})
+        customers = pd.DataFrame({"customer_id": string_series(new_ids)})
         for c in ("email", "phone", "first_name", "last_name", "tags", "country", "email_key"):
             customers[c] = pd.Series(pd.NA, index=customers.index, dtype="string")
         customers["created_at"] = pd.Series(pd.NaT, index=customers.index, dtype="datetime64[ns]")
@@ -317,37 +314,27 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         customers["sms_consent"] = pd.Series("unknown", index=customers.index, dtype="string")
         customers["email_suppressed"] = False
         customers["in_customers_file"] = False
-        seen_at = np.arange(len(seen_ids), dtype=np.intp)
     else:
-        # Each seen id's row in the customers table; those without one are added at the end.
-        seen_at = arrow_positions(seen_ids, customers["customer_id"])
-        absent = seen_at < 0
-        extra_orders = seen_ids.filter(pa.array(absent))
-        extra_rejected = rejected_only.filter(
-            pc.invert(pc.is_in(rejected_only, value_set=arrow_of(customers["customer_id"])))
-        )
-        n_extra = len(extra_orders) + len(extra_rejected)
-        if n_extra:
+        if len(new_ids):
             notes.append(
-                f"{n_extra:,} customer{'s have' if n_extra != 1 else ' has'} orders but no row"
+                f"{len(new_ids):,} customer{'s have' if len(new_ids) != 1 else ' has'} orders but no row"
                 " in the customers table (consent unknown)"
             )
-            add = pd.DataFrame({"customer_id": string_series(pa.concat_arrays([extra_orders, extra_rejected]))})
+            add = pd.DataFrame({"customer_id": string_series(new_ids)})
             add["email_consent"] = "unknown"
             add["sms_consent"] = "unknown"
             add["email_suppressed"] = False
             add["in_customers_file"] = False
-            seen_at[absent] = len(customers) + np.arange(len(extra_orders), dtype=np.intp)
             customers = pd.concat([customers, add], ignore_index=True)
         # Customers none of whose orders is used (rejected or filtered out): ids are unique.
         has_order = np.zeros(len(customers), dtype=bool)
-        has_order[seen_at[id_codes]] = True
+        has_order[at] = True
         no_orders = int((~has_order).sum())
         if no_orders:
             notes.append(f"{no_orders:,} customers in the customers table have no usable order")
     if is_increasing(customers["customer_id"]):
         # Already in id order (ids are unique): sorting would copy every column for nothing.
-        order_customer_rows = seen_at[id_codes]
+        order_customer_rows = at
     else:
         by_id = customers.sort_values("customer_id", kind="stable")
         order = by_id.index.to_numpy()
@@ -356,9 +343,9 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         # Table row i is row rank[i] once sorted.
         rank = np.empty(len(order), dtype=np.intp)
         rank[order] = np.arange(len(order), dtype=np.intp)
-        order_customer_rows = rank[seen_at][id_codes]
+        order_customer_rows = rank[at]
         del rank, order
-    del seen_at, id_codes
+    del at
     known = pd.Index(customers["customer_id"])
     sorted_customers = customers
 
@@ -414,6 +401,41 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         _line_order_rows=line_order_rows,
         _order_customer_rows=order_customer_rows,
     )
+
+
+def _customer_rows(
+    ids: pd.Series, rejected: pd.Index, customers: pd.DataFrame | None
+) -> tuple[np.ndarray, pa.Array]:
+    """(per order, the row of its customer in `customers` extended by the new ids; the new ids:
+    customers named on orders, used or rejected, who have no row in `customers`).
+
+    One hash lookup of every order's id in the customers table; the few new ids are then found
+    among themselves. Without a customers table every id is new, in order of first appearance.
+    """
+    arr = arrow_of(ids)
+    rejected_ids = pa.array(rejected, type=arr.type, from_pandas=True)
+    if customers is None:
+        encoded = pc.dictionary_encode(arr)
+        seen: pa.Array = encoded.dictionary
+        at = np.asarray(encoded.indices.to_numpy(), dtype=np.intp)
+        if len(rejected_ids):
+            rejected_ids = rejected_ids.filter(pc.invert(pc.is_in(rejected_ids, value_set=seen)))
+        return at, pa.concat_arrays([seen, rejected_ids])
+    at = arrow_positions(arr, customers["customer_id"])
+    absent = at < 0
+    new_ids = arr.slice(0, 0)
+    if absent.any():
+        missing = arr.filter(pa.array(absent))
+        new_ids = pc.unique(missing)
+        found = pc.index_in(missing, value_set=new_ids).to_numpy(zero_copy_only=False)
+        at[absent] = len(customers) + np.asarray(found, dtype=np.intp)
+    if len(rejected_ids):
+        known = pc.or_(
+            pc.is_in(rejected_ids, value_set=arrow_of(customers["customer_id"])),
+            pc.is_in(rejected_ids, value_set=new_ids),
+        )
+        new_ids = pa.concat_arrays([new_ids, rejected_ids.filter(pc.invert(known))])
+    return at, new_ids
 
 
 def _email_lookup(customers: pd.DataFrame) -> pd.Series:
@@ -478,11 +500,12 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
             "sms_consent": sms_consent,
             "email_suppressed": suppressed,
             "tags": clean_text(_col(f, "tags")),
-            "country": clean_text(_col(f, "country")).str.upper(),
+            "country": upper_text(clean_text(_col(f, "country"))),
             "email_key": _email_key(_col(f, "email")),
             "in_customers_file": True,
             "consent_unrecognised": _b(bad_ec) | _b(bad_sc),
-        }
+        },
+        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
     )
     for extra in ("total_spent", "total_orders"):
         if extra in f.columns:
@@ -509,7 +532,7 @@ def _orders(
     cancelled = _b(cancelled_flag) | _b(cancelled_at.notna())
     is_sub, _ = parse_bool(_col(f, "is_subscription_order"))
     discount_code = clean_text(_col(f, "discount_code"))
-    currency = clean_text(_col(f, "currency")).str.upper()
+    currency = upper_text(clean_text(_col(f, "currency")))
 
     rej.add(order_id.isna(), "missing order_id")
     rej.add(cid.isna(), "no customer id or email (unattributed)", order_id)
@@ -563,7 +586,8 @@ def _orders(
             "is_subscription_order": _b(is_sub),
             FILE_COL: f[FILE_COL],
             LINE_COL: f[LINE_COL],
-        }
+        },
+        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
     )
     out["has_discount"] = _b(out["discount"] > 0) | _b(discount_code.notna())
     refunded_full = _b(out["refunded"] >= out["revenue"] - 0.005) & _b(out["refunded"] > 0)
@@ -591,7 +615,7 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
     at = run_positions(order_id, orders["order_id"])
     rej.add(at < 0, "line of an unknown or rejected order", order_id)
     rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
-    category = clean_text(_col(f, "category")).str.lower()
+    category = lower_text(clean_text(_col(f, "category")))
     sku = clean_text(_col(f, "sku"))
     out = pd.DataFrame(
         {
@@ -603,7 +627,8 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
             "price": price,
             "line_discount": line_discount.fillna(0.0),
             "cost": cost,
-        }
+        },
+        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
     )
     ok = rej.ok
     return _keep(out, ok), rej.frame(), at[ok] if not ok.all() else at
@@ -621,8 +646,8 @@ def _tickets(
     rej.add(~isin(cid, known), "ticket of an unknown customer", cid)
     rej.add(blank(_col(f, "opened_at")) | bad_o, "missing or unparseable opened_at", _col(f, "opened_at"))
     rej.add(_b(opened > as_of), "ticket opened after as_of")
-    status = clean_text(_col(f, "status")).str.lower().fillna("")
-    severity = clean_text(_col(f, "severity")).str.lower().fillna("normal")
+    status = lower_text(clean_text(_col(f, "status"))).fillna("")
+    severity = lower_text(clean_text(_col(f, "severity"))).fillna("normal")
     # Open: an open-like status, or no status and no close date; a closed-like status always wins.
     open_like = status.isin(["open", "pending", "new", "hold", "on_hold"]) | (closed.isna() & (status == ""))
     is_open = open_like & ~status.isin(["closed", "solved", "resolved"])
@@ -634,7 +659,8 @@ def _tickets(
             "is_open": _b(is_open),
             "severity": severity,
             "high_severity": _b(severity.isin(["high", "urgent", "critical"])),
-        }
+        },
+        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
     )
     return _keep(out, rej.ok), rej.frame()
 
@@ -643,7 +669,7 @@ def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.Dat
     f = raw.frame
     rej = _Rejects(raw)
     cid = clean_text(_col(f, "customer_id"))
-    status = clean_text(_col(f, "status")).str.lower()
+    status = lower_text(clean_text(_col(f, "status")))
     status = status.replace({"canceled": "cancelled", "expired": "cancelled", "on_hold": "paused"})
     rej.add(cid.isna(), "subscription without a customer id")
     rej.add(~isin(cid, known), "subscription of an unknown customer", cid)
@@ -653,7 +679,8 @@ def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.Dat
             "customer_id": cid,
             "status": status,
             "sku": clean_text(_col(f, "sku")),
-            "category": clean_text(_col(f, "category")).str.lower(),
-        }
+            "category": lower_text(clean_text(_col(f, "category"))),
+        },
+        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
     )
     return _keep(out, rej.ok), rej.frame()

@@ -1,0 +1,361 @@
+"""Loading and validation fast paths give exactly what the plain code they replaced gives.
+
+Each fast path (Arrow casts for plain numbers and ISO date-times, sliced cleanliness and case
+checks, sorted/distinct shortcuts for duplicates, run-length and single-lookup joins, column
+projection, raw tables dropped as they are typed) is pinned here to its reference, on data made to
+hit the edges: empty and missing cells, '-0', impossible dates, unsorted and repeated ids.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import juno.parse as parse
+from juno.config import Config
+from juno.errors import InputError
+from juno.parse import (
+    EARLIEST,
+    clean_text,
+    has_duplicates,
+    is_increasing,
+    lower_text,
+    parse_datetime,
+    parse_number,
+    positions,
+    run_positions,
+    upper_text,
+)
+from juno.sources import read_store
+from juno.sources.base import FILE_COL, LINE_COL
+from juno.sources.generic import read_table_file
+from juno.validate import validate
+
+
+def _s(values: list[str | None]) -> pd.Series:
+    return pd.Series(values, dtype="string")
+
+
+# ---- the plain implementations the fast paths replaced ----
+
+
+def _reference_parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    t = s.astype("string").str.strip()
+    empty = t.isna() | (t == "")
+    v = pd.to_numeric(t, errors="coerce")
+    failed = v.isna() & ~empty
+    if failed.any():
+        u = t[failed]
+        neg = u.str.match(r"^\(.*\)$", na=False)
+        u = u.str.replace(r"[()$€£¥\s]|USD|EUR|GBP", "", regex=True)
+        u = u.where(~u.str.match(r"^-?\d{1,3}(,\d{3})+(\.\d+)?$", na=False), u.str.replace(",", ""))
+        w = pd.to_numeric(u, errors="coerce")
+        w = w.where(~neg, -w)
+        v = v.astype("float64")
+        v[failed] = w.astype("float64")
+    v = v.astype("float64")
+    inf = v.abs() == float("inf")
+    v = v.mask(inf)
+    return v, (v.isna() & ~empty) | inf
+
+
+def _reference_parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    t = s.astype("string").str.strip()
+    empty = t.isna() | (t == "")
+    v = pd.to_datetime(t, utc=True, format="ISO8601", errors="coerce")
+    failed = v.isna() & ~empty
+    if failed.any():
+        v[failed] = pd.to_datetime(t[failed], utc=True, format="mixed", errors="coerce")
+    v = v.dt.tz_localize(None)
+    if v.dtype != "datetime64[ns]":
+        outside = (v < pd.Timestamp.min) | (v > pd.Timestamp.max)
+        v = v.mask(outside).astype("datetime64[ns]")
+    bad = v.isna() & ~empty
+    implausible = v < EARLIEST
+    return v.mask(implausible), bad | implausible
+
+
+def _reference_clean_text(s: pd.Series) -> pd.Series:
+    t = s.astype("string").str.strip().str.removeprefix("'")
+    return t.mask(t == "")
+
+
+def _same(a: pd.Series, b: pd.Series) -> None:
+    pd.testing.assert_series_equal(a, b, check_exact=True, check_names=False)
+    if a.dtype.kind == "f":  # assert_series_equal does not tell 0.0 from -0.0
+        assert np.array_equal(np.signbit(a.to_numpy()), np.signbit(b.to_numpy()))
+
+
+# ---- cell parsers ----
+
+
+def _decimal(rng: random.Random) -> str:
+    whole = str(rng.randint(0, 10 ** rng.randint(1, 9) - 1))
+    if rng.random() >= 0.4:
+        digits = rng.randint(1, 6)
+        whole = f"{whole}.{rng.randint(0, 10**digits - 1):0{digits}d}"
+    text = whole
+    return ("-" if rng.random() < 0.3 else "") + text
+
+
+NUMBER_COLUMNS = [
+    ["36.75", "0.00", "12", "", None, " 7.5 ", "-3.10"],
+    ["1", "2", "-0", "3"],  # integers only: pandas reads '-0' as +0
+    ["1.5", "-0", "-0.0", "0"],
+    ["999999999.999999", "0.1", "0.3", "123456789.123456", "5"],
+    ["", None, " "],
+    ["1,234.50", "2", "(5)"],  # not plain: the general path
+    ["1e5", "3"],
+    ["+5", "007", ".5", "5."],
+    ["nan", "inf", "12"],
+    ["1234567890", "1"],  # ten digits: the general path
+]
+
+
+@pytest.mark.parametrize("values", NUMBER_COLUMNS)
+def test_parse_number_matches_reference(values: list[str | None]) -> None:
+    got, bad = parse_number(_s(values))
+    want, want_bad = _reference_parse_number(_s(values))
+    _same(got, want)
+    _same(bad, want_bad)
+
+
+def test_parse_number_random_decimals_match_reference() -> None:
+    rng = random.Random(8)
+    for _ in range(20):
+        values: list[str | None] = [_decimal(rng) for _ in range(2_000)]
+        values[rng.randrange(len(values))] = ""
+        got, bad = parse_number(_s(values))
+        want, want_bad = _reference_parse_number(_s(values))
+        _same(got, want)
+        _same(bad, want_bad)
+
+
+DATE_COLUMNS = [
+    ["2024-11-30T18:33:20-06:00", "2024-12-01T00:41:41+00:00", "", None],
+    ["2024-01-01T00:00:00Z", "2024-06-01 10:00:00+05:30", "2024-06-01T10:00:00+0530"],
+    ["2024-01-01", "2024-01-01T10:00:00", "2024-02-29 23:59:59", ""],
+    ["1990-05-01T00:00:00+00:00", "2024-01-01T00:00:00+00:00"],  # implausibly early
+    ["2024-02-30T00:00:00+00:00", "2024-01-01T00:00:00+00:00"],  # impossible date
+    ["2024-01-01T24:00:00+00:00"],
+    ["9999-12-31T00:00:00+00:00", "2024-01-01T00:00:00+00:00"],  # outside nanoseconds
+    ["1600-01-01", "2024-01-01"],
+    ["2024-01-01T00:00:00+00:00", "2024-01-01"],  # offsets on some cells only
+    ["2024-01-01T10:00:00.250+00:00"],  # fractions: the general path
+    ["03/04/2025", "2025-01-01"],
+    ["", " ", None],
+]
+
+
+@pytest.mark.parametrize("values", DATE_COLUMNS)
+def test_parse_datetime_matches_reference(values: list[str | None]) -> None:
+    got, bad = parse_datetime(_s(values))
+    want, want_bad = _reference_parse_datetime(_s(values))
+    _same(got, want)
+    _same(bad, want_bad)
+
+
+def test_parse_datetime_random_matches_reference() -> None:
+    rng = np.random.default_rng(4)
+    seconds = rng.integers(pd.Timestamp("1994-01-01").value // 10**9, pd.Timestamp("2027-01-01").value // 10**9, 3_000)
+    stamps = pd.to_datetime(seconds, unit="s")
+    offsets = rng.choice(["+00:00", "-06:00", "+05:30", "Z"], len(stamps))
+    with_tz = [f"{d:%Y-%m-%dT%H:%M:%S}{o}" for d, o in zip(stamps, offsets, strict=True)]
+    naive = [f"{d:%Y-%m-%d %H:%M:%S}" if i % 3 else f"{d:%Y-%m-%d}" for i, d in enumerate(stamps)]
+    for values in (with_tz, naive):
+        got, bad = parse_datetime(_s(values))
+        want, want_bad = _reference_parse_datetime(_s(values))
+        _same(got, want)
+        _same(bad, want_bad)
+
+
+# ---- text: sliced checks keep clean columns, change nothing else ----
+
+TEXTS = ["a", " b", "c ", "'d", "", None, "Zoë", "ÉCOLE", "x\u00a0", "\u2003y", "ok", "MiXed", "123", "ß"]
+
+
+def test_sliced_text_checks_match_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parse, "_SLICE", 7)  # many slices, a dirty cell in just one of them
+    rng = random.Random(2)
+    for _ in range(200):
+        values = [rng.choice(TEXTS) for _ in range(rng.randint(0, 40))]
+        s = _s(values)
+        _same(clean_text(s), _reference_clean_text(s))
+        _same(lower_text(s), s.str.lower())
+        _same(upper_text(s), s.str.upper())
+        clean = [v for v in values if v is not None and v == v.strip() and v and not v.startswith("'")]
+        c = _s(clean)
+        assert clean_text(c) is c or pd.Series.equals(clean_text(c), c)
+
+
+def test_clean_columns_keep_their_buffers() -> None:
+    s = _s(["abc", "def", None] * 100)
+    assert pa.array(clean_text(s)).buffers()[2].address == pa.array(s).buffers()[2].address
+    assert lower_text(s) is s
+    assert upper_text(_s(["USD", None])).tolist() == ["USD", pd.NA]
+
+
+# ---- ids: duplicates, order, lookups ----
+
+
+def test_has_duplicates_and_is_increasing_match_reference() -> None:
+    rng = random.Random(5)
+    for _ in range(300):
+        values = [rng.choice(["a", "b", "c", "d", "e", None, "a "]) for _ in range(rng.randint(0, 6))]
+        if rng.random() < 0.3:
+            values = sorted({v for v in values if v is not None})
+        s = _s(values)
+        assert has_duplicates(s) == bool((s.duplicated(keep=False) & s.notna()).any())
+        assert is_increasing(s) == bool(s.notna().all() and s.is_monotonic_increasing and s.is_unique)
+
+
+def test_run_positions_match_positions() -> None:
+    rng = random.Random(6)
+    for _ in range(300):
+        keys = _s([f"O{i}" for i in rng.sample(range(30), rng.randint(1, 20))])
+        pool = [*keys.tolist(), "O99", None]
+        values: list[str | None] = []
+        for _ in range(rng.randint(0, 25)):
+            values += [rng.choice(pool)] * rng.randint(1, 3)  # grouped, as order lines are
+        if rng.random() < 0.3:
+            rng.shuffle(values)
+        if rng.random() < 0.2:  # the runs are the keys themselves
+            values = [k for k in keys.tolist() for _ in range(rng.randint(1, 2))]
+        v = _s(values)
+        got = run_positions(v, keys)
+        assert got.dtype == np.intp
+        assert np.array_equal(got, positions(v, keys))
+
+
+# ---- whole stores: joins filled by validation equal the lazy lookups ----
+
+
+def _messy_store(rng: random.Random, folder: Path, fmt: str, with_customers: bool) -> None:
+    folder.mkdir(parents=True)
+    cids = [f"C{i:03d}" for i in range(12)]
+    customers = [c for c in cids[:9] if rng.random() < 0.9]
+    rng.shuffle(customers)
+    orders = []
+    for i in range(rng.randint(1, 40)):
+        c = rng.choice(cids)
+        orders.append(
+            {
+                "order_id": f"O{i:04d}" if rng.random() > 0.05 else rng.choice(["", "O0000"]),
+                "customer_id": c if rng.random() > 0.15 else rng.choice(["", "C999"]),
+                "email": f"{c.lower()}@x.com" if rng.random() > 0.3 else "",
+                "ordered_at": rng.choice(["2025-01-03", "2025-02-10T10:00:00+00:00", "2025-05-20", "x", ""]),
+                "revenue": rng.choice(["40", "25.5", "-3", "x", "12.00"]),
+                "currency": rng.choice(["USD"] * 6 + ["EUR"]),
+                "channel": "web",
+            }
+        )
+    if rng.random() < 0.5:
+        orders.append(dict(orders[0]))
+    lines = [
+        {"order_id": o["order_id"] if rng.random() > 0.1 else "O9999", "sku": rng.choice(["A", "B "]),
+         "category": rng.choice(["Tea", "home"]), "quantity": rng.choice(["1", "2", "x"])}
+        for o in orders for _ in range(rng.randint(0, 2))
+    ]  # fmt: skip
+    tables = {
+        "orders": pd.DataFrame(orders),
+        "order_lines": pd.DataFrame(lines, columns=["order_id", "sku", "category", "quantity"]),
+        "support_tickets": pd.DataFrame(
+            {"ticket_id": ["T1", "T2", "T3"], "customer_id": [cids[0], "", "C999"],
+             "email": ["", f"{cids[1].lower()}@x.com", ""], "opened_at": ["2025-01-05"] * 3}
+        ),
+    }  # fmt: skip
+    if with_customers:
+        tables["customers"] = pd.DataFrame(
+            {"customer_id": customers, "email": [f"{c.lower()}@x.com" for c in customers], "topic": "x"}
+        )
+    for name, frame in tables.items():
+        if fmt == "csv":
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        else:
+            table = pa.Table.from_pandas(frame.astype("string"), preserve_index=False)
+            pq.write_table(table, folder / f"{name}.parquet")
+
+
+CONFIGS = [Config(), Config.model_validate({"currency": "USD"}), Config.model_validate({"as_of": "2025-03-01"})]
+
+
+def test_joins_filled_by_validation_equal_lookups(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    checked = 0
+    for i in range(60):
+        folder = tmp_path / f"s{i}"
+        _messy_store(rng, folder, "csv" if i % 2 else "parquet", with_customers=i % 3 != 0)
+        for config in CONFIGS:
+            try:
+                store = validate(read_store(folder, None, None), config, consume=True)
+            except InputError:
+                continue
+            assert store._line_order_rows is not None and store._order_customer_rows is not None
+            assert store.lines is not None
+            assert np.array_equal(store._line_order_rows, positions(store.lines["order_id"], store.orders["order_id"]))
+            assert np.array_equal(
+                store._order_customer_rows, positions(store.orders["customer_id"], store.customers["customer_id"])
+            )
+            assert (store._order_customer_rows >= 0).all()
+            assert store.customers["customer_id"].is_monotonic_increasing
+            checked += 1
+    assert checked > 60
+
+
+def test_consuming_the_source_changes_nothing(tmp_path: Path) -> None:
+    rng = random.Random(9)
+    for i in range(10):
+        folder = tmp_path / f"s{i}"
+        _messy_store(rng, folder, "parquet" if i % 2 else "csv", with_customers=True)
+        try:
+            kept = validate(read_store(folder, None, None), Config())
+        except InputError:
+            continue
+        source = read_store(folder, None, None)
+        consumed = validate(source, Config(), consume=True)
+        assert source.tables == {}
+        for name in ("orders", "lines", "customers", "tickets", "rejected"):
+            pd.testing.assert_frame_equal(getattr(kept, name), getattr(consumed, name))
+        assert kept.notes == consumed.notes
+
+
+# ---- reading: only the used columns, the file as one category ----
+
+
+def test_reader_keeps_used_columns_and_their_values(tmp_path: Path) -> None:
+    frame = pd.DataFrame(
+        {"Order ID": ["O1", "O2"], "customer_id": ["C1", "C2"], "ordered_at": ["2025-01-01", "2025-01-02"],
+         "revenue": ["1", "2"], "Channel": ["web", "pos"], "notes": ["a", "b"]}
+    )  # fmt: skip
+    for fmt in ("csv", "parquet"):
+        path = tmp_path / f"orders.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.to_parquet(path, index=False)
+        raw, info, _ = read_table_file(path, "orders")
+        assert list(raw.columns) == ["order_id", "customer_id", "ordered_at", "revenue", FILE_COL, LINE_COL]
+        assert raw["order_id"].tolist() == ["O1", "O2"]
+        assert raw[FILE_COL].astype(str).tolist() == [path.name] * 2
+        assert raw[LINE_COL].tolist() == [2, 3]
+        assert info.rows == 2
+
+
+def test_missing_required_column_still_lists_every_column(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"order_id": ["O1"], "customer_id": ["C1"], "revenue": ["1"], "channel": ["web"]})
+    for fmt in ("csv", "parquet"):
+        folder = tmp_path / fmt
+        folder.mkdir()
+        if fmt == "csv":
+            frame.to_csv(folder / "orders.csv", index=False)
+        else:
+            frame.to_parquet(folder / "orders.parquet", index=False)
+        with pytest.raises(InputError) as err:
+            validate(read_store(folder, None, None), Config())
+        assert "found: order_id, customer_id, revenue, channel" in str(err.value)
