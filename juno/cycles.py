@@ -110,6 +110,18 @@ def _level(c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray) -> 
     )
 
 
+def _no_stats() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product": np.array([], dtype=object),
+            "median_days": np.array([], dtype=float),
+            "pairs": np.array([], dtype=np.int64),
+            "customers": np.array([], dtype=np.int64),
+            "spread": np.array([], dtype=float),
+        }
+    )
+
+
 def _str_column(s: pd.Series, idx: np.ndarray) -> object:
     """The column's values at `idx` as the "str" column a frame built from them infers, without
     a Python object per cell (all-missing columns stay object, as inference leaves them)."""
@@ -198,9 +210,9 @@ def estimate_cycles(
         (("category", th.min_reorder_pairs), ("sku", th.min_sku_reorder_pairs))
     ):
         lv = h.levels.get(level)
-        if lv is None:
-            continue
-        stats = lv.stats.copy()
+        # A level nobody bought at still adds its (empty, untyped) table, as it always has: the
+        # concatenated table's text columns are then object, not str.
+        stats = lv.stats.copy() if lv is not None else _no_stats()
         stats["level"] = level
         enough = stats["pairs"] >= min_pairs
         short = stats["median_days"] <= th.max_cycle_days
@@ -219,7 +231,7 @@ def estimate_cycles(
         )
         tables.append(stats)
         rep = stats["replenishable"].to_numpy(bool)
-        if not rep.any():
+        if lv is None or not rep.any():
             continue
         cycle_of = np.full(len(lv.names), np.nan)  # per product code: its cycle, NaN if none
         cycle_of[lv.present[rep]] = stats["median_days"].to_numpy(float)[rep]
