@@ -9,6 +9,7 @@ import pandas as pd
 
 from juno.cohorts import Context, Membership
 from juno.config import Config
+from juno.parse import positions
 
 # Flags that hold a customer back from outreach (counted as "held back" per cohort).
 HOLD_FLAGS = (
@@ -36,7 +37,7 @@ def _covered_by_active_subscription(ctx: Context, subs: pd.DataFrame | None, ids
     if subs is None or not len(subs) or not len(due):
         return out
     act = subs[subs["status"] == "active"]
-    code = ids.get_indexer(pd.Index(act["customer_id"]))
+    code = positions(act["customer_id"], ids)
     d_c = due["c"].to_numpy(int)
 
     def covered(sub_key: pd.Series, due_key: pd.Series) -> np.ndarray:
@@ -123,7 +124,9 @@ def next_actions(
 ) -> np.ndarray:
     """The next action per customer: the cohort's action unless a flag changes it (first wins)."""
     fr = flags.frame
-    base = np.array([actions.get(p, "") for p in primary], dtype=object)
+    base = np.full(len(primary), "", dtype=object)
+    for cid, action in actions.items():
+        base[primary == cid] = action
     fallback = config.consent.fallback_channel
     out = base.copy()
     rules = [

@@ -88,7 +88,12 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 config.thresholds.lead_days,
                 config.thresholds.overdue_fraction,
             )
-            cycle_cache[key] = cycles if same else estimate_cycles(store, code, signals.as_of, th, history)
+            # Stability needs only who is due under the moved thresholds.
+            cycle_cache[key] = (
+                cycles
+                if same
+                else estimate_cycles(store, code, signals.as_of, th, history, due_customers_only=True)
+            )
         return make_context(signals, cycle_cache[key], config, th)
 
     eligible = ctx.eligible

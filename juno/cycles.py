@@ -192,9 +192,19 @@ def purchase_history(
 
 
 def estimate_cycles(
-    store: Store, code: np.ndarray, as_of: pd.Timestamp, th: Thresholds, history: PurchaseHistory | None = None
+    store: Store,
+    code: np.ndarray,
+    as_of: pd.Timestamp,
+    th: Thresholds,
+    history: PurchaseHistory | None = None,
+    *,
+    due_customers_only: bool = False,
 ) -> Cycles:
-    """Median reorder interval per category (and SKU with enough pairs); who is due within the window."""
+    """Median reorder interval per category (and SKU with enough pairs); who is due within the window.
+
+    `due_customers_only`: `due` holds only the column "c" (one row per due product, unordered):
+    all the stability re-runs need to know who is due.
+    """
     empty_due = pd.DataFrame(columns=["c", "level", "product", "category", "last_at", "due_at", "purchases"])
     empty_tab = pd.DataFrame(
         columns=["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]
@@ -204,8 +214,9 @@ def estimate_cycles(
         return Cycles(empty_tab, empty_due, h.purchases, h.reason_none)
     tables = []
     dues = []
-    # Per level with due rows: (level number, product codes, category codes, last purchase days).
-    picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    # Per level with due rows: (level number, product codes, category codes, last purchase days,
+    # customers).
+    picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for li, (level, min_pairs) in enumerate(
         (("category", th.min_reorder_pairs), ("sku", th.min_sku_reorder_pairs))
     ):
@@ -245,7 +256,9 @@ def estimate_cycles(
         rows = sel[is_due]
         k = lv.gk[rows]
         assert h.sku_category is not None
-        picked.append((li, k, k if level == "category" else h.sku_category[k], lv.last_day[rows]))
+        picked.append((li, k, k if level == "category" else h.sku_category[k], lv.last_day[rows], lv.gc[rows]))
+        if due_customers_only:
+            continue
         dues.append(
             pd.DataFrame(
                 {
@@ -260,26 +273,36 @@ def estimate_cycles(
         )
     table = pd.concat(tables, ignore_index=True) if tables else empty_tab
     table = table[["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]]
-    due = pd.concat(dues, ignore_index=True) if dues else empty_due
-    if len(due):
-        # Category of each due product; a SKU-level due needs no later purchase in its category.
-        assert h.category_names is not None
-        level_no = np.concatenate([np.full(len(x[1]), x[0]) for x in picked])
-        product, category, last_day = (np.concatenate([x[i] for x in picked]) for i in (1, 2, 3))
-        due["category"] = np.append(h.category_names.astype(object), np.nan)[category]  # -1: none
-        c_due = due["c"].to_numpy(np.int64)
-        later = np.zeros(len(due), dtype=bool)
-        if "category" in h.levels:
-            cat = h.levels["category"]
-            at = cat.lookup(c_due, category)
-            found = at >= 0
-            later[found] = cat.last_day[at[found]] > last_day[found]
-        keep = np.flatnonzero(~later)
-        order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
-        due = due.iloc[order].reset_index(drop=True)
     reason = None if bool(table["replenishable"].any()) else (
         "no product has enough repeat purchases for a reliable cycle"
         f" (>= {th.min_reorder_pairs} reorder pairs, a median under {th.max_cycle_days} days"
         f" and a regular rhythm)"
     )
+    if due_customers_only:
+        c_due = np.concatenate([x[4] for x in picked]) if picked else np.zeros(0, dtype=np.int64)
+        if len(c_due):
+            c_due = c_due[~_later(h, picked)]
+        return Cycles(table.reset_index(drop=True), pd.DataFrame({"c": c_due}), h.purchases, reason)
+    due = pd.concat(dues, ignore_index=True) if dues else empty_due
+    if len(due):
+        # Category of each due product; a SKU-level due needs no later purchase in its category.
+        assert h.category_names is not None
+        level_no = np.concatenate([np.full(len(x[1]), x[0]) for x in picked])
+        product, category, c_due = (np.concatenate([x[i] for x in picked]) for i in (1, 2, 4))
+        due["category"] = np.append(h.category_names.astype(object), np.nan)[category]  # -1: none
+        keep = np.flatnonzero(~_later(h, picked))
+        order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
+        due = due.iloc[order].reset_index(drop=True)
     return Cycles(table.reset_index(drop=True), due, h.purchases, reason)
+
+
+def _later(h: PurchaseHistory, picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per due row: bought in the due product's category after its last purchase."""
+    category, last_day, c_due = (np.concatenate([x[i] for x in picked]) for i in (2, 3, 4))
+    later = np.zeros(len(c_due), dtype=bool)
+    if "category" in h.levels:
+        cat = h.levels["category"]
+        at = cat.lookup(c_due, category)
+        found = at >= 0
+        later[found] = cat.last_day[at[found]] > last_day[found]
+    return later

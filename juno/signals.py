@@ -93,9 +93,12 @@ def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray
     come in time order) and one sort of int64 (customer, rank) keys."""
     m = len(code)
     t = at.view(np.int64)
-    by_time = np.argsort(t, kind="stable")
     if m and n * m < 1 << 62:
-        order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
+        if bool((t[1:] >= t[:-1]).all()):  # already in time order (the usual export)
+            order = np.sort(code.astype(np.int64) * m + np.arange(m)) % m
+        else:
+            by_time = np.argsort(t, kind="stable")
+            order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
     else:
         order = np.lexsort((t, code))
     return code[order], t[order]
@@ -237,7 +240,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
 
     def agg(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         w = values if mask is None else np.where(mask, values, 0)
-        return np.bincount(code, weights=w.astype(float), minlength=n)
+        return np.bincount(code, weights=np.asarray(w, dtype=float), minlength=n)
 
     cw = counts & in_window
     orders_window = agg(cw.astype(float)).astype(np.int64)
