@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
-from juno.grouping import STR, group_median, group_quantile, group_starts, sorted_by_group, sorted_codes
+from juno.grouping import STR, group_median, group_quantile, sorted_by_group, sorted_codes
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -28,13 +28,15 @@ class Cycles:
 class _Level:
     """One product level (category or SKU): each customer's distinct purchase days per product.
 
-    Products are integer codes numbered in the order of their names, so every array sorted by
-    (customer, code) is in the order pandas gives when it sorts the strings.
+    Products are integer codes numbered in the order of their names. The (customer, product)
+    groups are held in (product, customer) order; everything read from them is either per
+    product or re-sorted by customer before it is shown.
     """
 
     names: np.ndarray  # product name per code
-    gc: np.ndarray  # per (customer, product) bought: the customer row, sorted by (customer, code)
-    gk: np.ndarray  # ... the product code
+    n_customers: int
+    gk: np.ndarray  # per (customer, product) bought, sorted by (code, customer): the product code
+    gc: np.ndarray  # ... the customer row
     last_day: np.ndarray  # ... the last purchase day (days since 1970-01-01)
     purchases: np.ndarray  # ... the number of distinct purchase days
     present: np.ndarray  # codes of the products bought at all (rows of `stats`)
@@ -45,39 +47,50 @@ class _Level:
         out = np.full(len(c), -1, dtype=np.int64)
         if not len(self.gc):
             return out
-        n_k = len(self.names)
-        keys = self.gc * n_k + self.gk  # sorted: the groups are sorted by (customer, code)
-        want = c.astype(np.int64) * n_k + k
+        keys = self.gk * self.n_customers + self.gc  # sorted: groups are in (code, customer) order
+        want = k * self.n_customers + c.astype(np.int64)
         at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
         hit = (k >= 0) & (keys[at] == want)
         out[hit] = at[hit]
         return out
 
 
-def _distinct_days(c: np.ndarray, k: np.ndarray, day: np.ndarray, n_k: int) -> tuple[np.ndarray, ...]:
-    """Distinct (customer, product, day) rows, sorted: one sort of int64 composite keys."""
-    d0 = int(day.min())
-    n_d = int(day.max()) - d0 + 1
-    n_c = int(c.max()) + 1
-    if n_c * n_k * n_d < 1 << 62:
-        key = np.sort((c.astype(np.int64) * n_k + k) * n_d + (day - d0))
-        key = key[group_starts(key)]
-        ck = key // n_d
-        return ck // n_k, ck % n_k, key % n_d + d0
-    order = np.lexsort((day, k, c))
-    c, k, day = c[order], k[order], day[order]
-    new = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1]) | (day[1:] != day[:-1])]
-    return c[new].astype(np.int64), k[new].astype(np.int64), day[new].astype(np.int64)
+def _by_product(
+    c: np.ndarray, k: np.ndarray, day: np.ndarray, n_k: int, n_c: int, in_order: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Distinct (product, customer, day) rows, sorted. `in_order`: the rows come sorted by
+    (customer, day), so one stable radix sort of the small product codes is enough; otherwise one
+    sort of int64 composite keys."""
+    if in_order and n_k < 1 << 15:
+        by_k = np.argsort(k.astype(np.int16), kind="stable")
+        k, c, day = k[by_k], c[by_k], day[by_k]
+    else:
+        d0 = int(day.min())
+        n_d = int(day.max()) - d0 + 1
+        if n_k * n_c * n_d < 1 << 62:
+            key = np.sort((k * n_c + c.astype(np.int64)) * n_d + (day - d0))
+            kc, day = np.divmod(key, n_d)
+            k, c = np.divmod(kc, n_c)
+            day = day + d0
+        else:
+            order = np.lexsort((day, c, k))
+            k, c, day = k[order], c[order], day[order]
+    new = np.ones(len(k), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (day[1:] != day[:-1])
+    return k[new].astype(np.int64), c[new].astype(np.int64), day[new].astype(np.int64)
 
 
-def _level(c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray) -> _Level | None:
+def _level(
+    c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray, n_c: int, in_order: bool
+) -> _Level | None:
     """Distinct purchase days, reorder gaps and the threshold-free statistics of one level."""
     ok = k >= 0
     if not ok.any():
         return None
     n_k = len(names)
-    c, k, day = _distinct_days(c[ok], k[ok], day[ok], n_k)
-    first = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1])]  # first day of a (customer, product)
+    k, c, day = _by_product(c[ok], k[ok], day[ok], n_k, n_c, in_order)
+    first = np.ones(len(k), dtype=bool)  # first day of a (customer, product)
+    first[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1])
     again = ~first
     gk_gap = k[again]
     gap = (day[1:] - day[:-1])[again[1:]]  # whole days between consecutive distinct purchase days
@@ -98,11 +111,12 @@ def _level(c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray) -> 
         }
     )
     starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(c)] - 1
+    ends = np.r_[starts[1:], len(k)] - 1
     return _Level(
         names=names,
-        gc=c[starts],
+        n_customers=n_c,
         gk=k[starts],
+        gc=c[starts],
         last_day=day[ends],
         purchases=(ends - starts + 1).astype(np.int64),
         present=present,
@@ -146,10 +160,27 @@ class PurchaseHistory:
     category_names: np.ndarray | None = None
 
 
+def _lines_by_customer(pos: np.ndarray, n_orders: int, orders: np.ndarray | None) -> np.ndarray | None:
+    """Rows of the lines of `orders` (order rows), order after order: None unless the lines are
+    grouped by order in order-row order."""
+    if orders is None or not len(pos) or pos.min() < 0 or not bool((pos[1:] >= pos[:-1]).all()):
+        return None
+    count = np.bincount(pos, minlength=n_orders)
+    start = np.cumsum(count) - count  # first line of each order
+    take = count[orders]
+    shift = np.repeat(start[orders] - (np.cumsum(take) - take), take)
+    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64)
+
+
 def purchase_history(
-    store: Store, code: np.ndarray, category_codes: tuple[np.ndarray, np.ndarray] | None = None
+    store: Store,
+    code: np.ndarray,
+    category_codes: tuple[np.ndarray, np.ndarray] | None = None,
+    orders_by_customer: np.ndarray | None = None,
 ) -> PurchaseHistory:
-    """`category_codes`: `sorted_codes(store.lines["category"])` when the caller has it already."""
+    """`category_codes`: `sorted_codes(store.lines["category"])`, and `orders_by_customer`: the
+    rows of the counted orders sorted by (customer code, time), when the caller has them already
+    (signals does)."""
     if store.lines is None:
         return PurchaseHistory(pd.DataFrame(), {}, "no order lines were provided, so products are unknown")
     o = store.orders
@@ -161,7 +192,6 @@ def purchase_history(
     at = pos[idx]
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
     c = code[at]
-    day = order_day.view(np.int64)[at]
     p = pd.DataFrame(
         {
             "c": c,
@@ -183,9 +213,15 @@ def purchase_history(
     seen = first < len(ks)
     sku_category = np.full(len(sku_names), -1, dtype=np.int64)
     sku_category[seen] = kc[first[seen]]
+    # The counted lines by (customer, day): when lines come grouped by order in order-row order
+    # (the usual export), the orders' own sort gives it by expanding each order into its lines.
+    at_sorted = _lines_by_customer(pos, len(o), orders_by_customer)
+    in_order = at_sorted is not None
+    rows = at_sorted if at_sorted is not None else idx
+    c_rows, day_rows = code[pos[rows]], order_day.view(np.int64)[pos[rows]]
     levels = {}
-    for name, k, names in (("category", kc, cat_names), ("sku", ks, sku_names)):
-        lv = _level(c, k, day, names)
+    for name, k, names in (("category", cat_codes, cat_names), ("sku", sku_codes, sku_names)):
+        lv = _level(c_rows, k[rows], day_rows, names, len(store.customers), in_order)
         if lv is not None:
             levels[name] = lv
     return PurchaseHistory(p, levels, None, sku_category, cat_names)

@@ -40,6 +40,8 @@ class Signals:
     cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # The order lines' categories as sorted integer codes (grouping.sorted_codes), for cycles.
     category_codes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # Rows of the counted orders sorted by (customer code, time), for cycles.
+    orders_by_customer: np.ndarray | None = field(default=None, repr=False)
 
 
 def _days(delta: pd.Series) -> np.ndarray:
@@ -87,10 +89,10 @@ def _text(codes: np.ndarray, names: np.ndarray, dtype: object = "string") -> Ext
     return out
 
 
-def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counted orders sorted by (customer, time), ties in row order (a stable sort by both):
-    (customer codes, times as int64 ns). One stable argsort of the times (nearly free: orders
-    come in time order) and one sort of int64 (customer, rank) keys."""
+    (the sorting permutation, customer codes, times as int64). One stable argsort of the times
+    (skipped when orders come in time order) and one sort of int64 (customer, rank) keys."""
     m = len(code)
     t = at.view(np.int64)
     if m and n * m < 1 << 62:
@@ -101,7 +103,7 @@ def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray
             order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
     else:
         order = np.lexsort((t, code))
-    return code[order], t[order]
+    return order, code[order], t[order]
 
 
 def _top_categories(
@@ -267,7 +269,8 @@ def compute_signals(store: Store, config: Config) -> Signals:
     )
 
     # First / last counted order and gaps between consecutive counted orders.
-    c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
+    order, c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
+    orders_by_customer = np.flatnonzero(counts)[order]
     start = np.ones(len(c_arr), dtype=bool)
     start[1:] = c_arr[1:] != c_arr[:-1]
     end = np.ones(len(c_arr), dtype=bool)
@@ -393,4 +396,5 @@ def compute_signals(store: Store, config: Config) -> Signals:
         first_to_second_median=f2s_med,
         customers_with_second_order=len(f2s),
         category_codes=category_codes,
+        orders_by_customer=orders_by_customer,
     )
