@@ -56,39 +56,44 @@ class _Level:
 
 
 def _by_product(
-    c: np.ndarray, k: np.ndarray, day: np.ndarray, n_k: int, n_c: int, in_order: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (product, customer, day) rows, sorted. `in_order`: the rows come sorted by
-    (customer, day), so one stable radix sort of the small product codes is enough; otherwise one
-    sort of int64 composite keys."""
+    k: np.ndarray, cd: np.ndarray, cd_bits: int, n_k: int, in_order: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (product, customer-day) rows sorted, as (product codes, packed customer-days).
+
+    `in_order`: the rows come sorted by customer-day, so one stable radix sort of the small
+    product codes is enough; otherwise one sort of int64 keys (product, customer, day packed).
+    """
     if in_order and n_k < 1 << 15:
-        by_k = np.argsort(k.astype(np.int16), kind="stable")
-        k, c, day = k[by_k], c[by_k], day[by_k]
+        k16 = k.astype(np.int16)
+        cd = cd[np.argsort(k16, kind="stable")]
+        k = np.repeat(np.arange(n_k, dtype=np.int64), np.bincount(k16, minlength=n_k))
+    elif n_k.bit_length() + cd_bits <= 62:
+        key = np.sort((k.astype(np.int64) << cd_bits) | cd)
+        k, cd = key >> cd_bits, key & ((1 << cd_bits) - 1)
     else:
-        d0 = int(day.min())
-        n_d = int(day.max()) - d0 + 1
-        if n_k * n_c * n_d < 1 << 62:
-            key = np.sort((k * n_c + c.astype(np.int64)) * n_d + (day - d0))
-            kc, day = np.divmod(key, n_d)
-            k, c = np.divmod(kc, n_c)
-            day = day + d0
-        else:
-            order = np.lexsort((day, c, k))
-            k, c, day = k[order], c[order], day[order]
+        order = np.lexsort((cd, k))
+        k, cd = k[order].astype(np.int64), cd[order]
     new = np.ones(len(k), dtype=bool)
-    new[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1]) | (day[1:] != day[:-1])
-    return k[new].astype(np.int64), c[new].astype(np.int64), day[new].astype(np.int64)
+    new[1:] = (k[1:] != k[:-1]) | (cd[1:] != cd[:-1])
+    return k[new], cd[new]
 
 
 def _level(
-    c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray, n_c: int, in_order: bool
+    k: np.ndarray, cd: np.ndarray, day_bits: int, d0: int, names: np.ndarray, n_c: int, in_order: bool
 ) -> _Level | None:
-    """Distinct purchase days, reorder gaps and the threshold-free statistics of one level."""
+    """Distinct purchase days, reorder gaps and the threshold-free statistics of one level.
+
+    `cd`: per row, its customer and day packed as customer << day_bits | (day - d0).
+    """
     ok = k >= 0
     if not ok.any():
         return None
+    if not ok.all():
+        k, cd = k[ok], cd[ok]
     n_k = len(names)
-    k, c, day = _by_product(c[ok], k[ok], day[ok], n_k, n_c, in_order)
+    k, cd = _by_product(k, cd, n_c.bit_length() + day_bits, n_k, in_order)
+    c = cd >> day_bits
+    day = cd & ((1 << day_bits) - 1)
     first = np.ones(len(k), dtype=bool)  # first day of a (customer, product)
     first[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1])
     again = ~first
@@ -117,7 +122,7 @@ def _level(
         n_customers=n_c,
         gk=k[starts],
         gc=c[starts],
-        last_day=day[ends],
+        last_day=day[ends] + d0,
         purchases=(ends - starts + 1).astype(np.int64),
         present=present,
         stats=stats,
@@ -160,16 +165,18 @@ class PurchaseHistory:
     category_names: np.ndarray | None = None
 
 
-def _lines_by_customer(pos: np.ndarray, n_orders: int, orders: np.ndarray | None) -> np.ndarray | None:
-    """Rows of the lines of `orders` (order rows), order after order: None unless the lines are
-    grouped by order in order-row order."""
+def _lines_by_customer(
+    pos: np.ndarray, n_orders: int, orders: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows of the lines of `orders` (order rows), order after order; each order's line count):
+    None unless the lines are grouped by order in order-row order."""
     if orders is None or not len(pos) or pos.min() < 0 or not bool((pos[1:] >= pos[:-1]).all()):
         return None
     count = np.bincount(pos, minlength=n_orders)
     start = np.cumsum(count) - count  # first line of each order
     take = count[orders]
     shift = np.repeat(start[orders] - (np.cumsum(take) - take), take)
-    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64)
+    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64), take
 
 
 def purchase_history(
@@ -215,13 +222,24 @@ def purchase_history(
     sku_category[seen] = kc[first[seen]]
     # The counted lines by (customer, day): when lines come grouped by order in order-row order
     # (the usual export), the orders' own sort gives it by expanding each order into its lines.
-    at_sorted = _lines_by_customer(pos, len(o), orders_by_customer)
-    in_order = at_sorted is not None
-    rows = at_sorted if at_sorted is not None else idx
-    c_rows, day_rows = code[pos[rows]], order_day.view(np.int64)[pos[rows]]
+    order_days = order_day.view(np.int64)
+    expanded = _lines_by_customer(pos, len(o), orders_by_customer)
+    if expanded is not None and orders_by_customer is not None:
+        rows, per_order = expanded
+        c_rows = np.repeat(code[orders_by_customer], per_order)
+        day_rows = np.repeat(order_days[orders_by_customer], per_order)
+    else:
+        rows, c_rows, day_rows = idx, c, order_days[at]
+    # Customer and day packed in one int64: one array to move through the sorts.
+    d0 = int(day_rows.min())
+    day_bits = (int(day_rows.max()) - d0).bit_length()
+    n_c = len(store.customers)
+    assert n_c.bit_length() + day_bits <= 62
+    cd = (c_rows.astype(np.int64) << day_bits) | (day_rows - d0)
+    del c_rows, day_rows
     levels = {}
     for name, k, names in (("category", cat_codes, cat_names), ("sku", sku_codes, sku_names)):
-        lv = _level(c_rows, k[rows], day_rows, names, len(store.customers), in_order)
+        lv = _level(k[rows], cd, day_bits, d0, names, n_c, expanded is not None)
         if lv is not None:
             levels[name] = lv
     return PurchaseHistory(p, levels, None, sku_category, cat_names)

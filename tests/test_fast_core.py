@@ -815,3 +815,17 @@ def test_tag_match_matches_reference() -> None:
         got = _tags_match(tags, wanted)
         want = _ref_tags_match(tags, wanted)
         assert got.to_numpy(bool).tolist() == want.fillna(False).to_numpy(bool).tolist(), wanted
+
+
+def test_product_grouping_paths_agree() -> None:
+    from juno.cycles import _by_product
+
+    rng = np.random.default_rng(5)
+    k = rng.integers(0, 40, 20000)
+    cd = np.sort(rng.integers(0, 1 << 30, 20000))  # sorted by customer-day, as the fast path needs
+    want_k, want_cd = _by_product(k, cd, 30, 40, False)  # one sort of packed keys
+    order = np.lexsort((cd, k))
+    keep = np.r_[True, (k[order][1:] != k[order][:-1]) | (cd[order][1:] != cd[order][:-1])]
+    assert np.array_equal(want_k, k[order][keep]) and np.array_equal(want_cd, cd[order][keep])
+    for got in (_by_product(k, cd, 30, 40, True), _by_product(k, cd, 60, 40, False)):  # radix; lexsort
+        assert np.array_equal(got[0], want_k) and np.array_equal(got[1], want_cd)
