@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,8 +21,19 @@ class Cycles:
 
     table: pd.DataFrame  # level, product, median_days, pairs, customers, replenishable, reason
     due: pd.DataFrame  # c (customer code), level, product, category, last_at, due_at, purchases
-    purchases: pd.DataFrame  # c, category, sku, day: distinct purchase days (for subscriptions)
+    # c, category, sku, day per counted order line (read by `purchases`): a frame, or what builds
+    # it on first use. Classification never reads it; the segment logic and the backtest do.
+    purchase_rows: pd.DataFrame | Callable[[], pd.DataFrame] = field(repr=False)
     reason_none: str | None  # why no product has a cycle, when none has
+    # Per SKU bought: the category of its first counted line (None when that line has none), the
+    # same as purchases.dropna(subset=["sku"]).drop_duplicates("sku") gives without the frame.
+    sku_categories: dict[str, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def purchases(self) -> pd.DataFrame:
+        if callable(self.purchase_rows):
+            self.purchase_rows = self.purchase_rows()
+        return self.purchase_rows
 
 
 @dataclass
@@ -158,11 +170,18 @@ class PurchaseHistory:
     thresholds) only re-select from it.
     """
 
-    purchases: pd.DataFrame
+    purchase_rows: pd.DataFrame | Callable[[], pd.DataFrame]  # see Cycles.purchase_rows
     levels: dict[str, _Level]  # "category" / "sku"
     reason_none: str | None
     sku_category: np.ndarray | None = None  # per SKU code: category code of its first counted line
     category_names: np.ndarray | None = None
+    sku_categories: dict[str, str | None] | None = None  # Cycles.sku_categories
+
+    def purchases(self) -> pd.DataFrame:
+        """The per-line purchase frame, built once (the first Cycles to be asked builds it)."""
+        if callable(self.purchase_rows):
+            self.purchase_rows = self.purchase_rows()
+        return self.purchase_rows
 
 
 def _lines_by_customer(
@@ -196,23 +215,25 @@ def purchase_history(
     # Each line's order (order ids are unique after validation): counted orders only.
     pos = store.line_order_rows()
     idx = np.flatnonzero((pos >= 0) & counted[np.maximum(pos, 0)])
-    at = pos[idx]
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
-    c = code[at]
-    p = pd.DataFrame(
-        {
-            "c": c,
-            "category": _str_column(lines["category"], idx),
-            "sku": _str_column(lines["sku"], idx),
-            "day": order_day[at].astype("datetime64[s]"),
-        }
-    )
+
+    def frame() -> pd.DataFrame:
+        at = pos[idx]
+        return pd.DataFrame(
+            {
+                "c": code[at],
+                "category": _str_column(lines["category"], idx),
+                "sku": _str_column(lines["sku"], idx),
+                "day": o["ordered_at"].to_numpy()[at].astype("datetime64[D]").astype("datetime64[s]"),
+            }
+        )
+
     cat_codes, cat_names = category_codes or sorted_codes(lines["category"])
     kc = cat_codes[idx]
     sku_codes, sku_names = sorted_codes(lines["sku"])
     ks = sku_codes[idx]
     if (kc < 0).all() and (ks < 0).all():
-        return PurchaseHistory(p, {}, "order lines carry no category or SKU")
+        return PurchaseHistory(frame, {}, "order lines carry no category or SKU")
     # Each SKU's category: the category of its first counted line (missing: -1).
     first = np.full(len(sku_names), len(ks), dtype=np.int64)
     has_sku = np.flatnonzero(ks >= 0)
@@ -220,6 +241,10 @@ def purchase_history(
     seen = first < len(ks)
     sku_category = np.full(len(sku_names), -1, dtype=np.int64)
     sku_category[seen] = kc[first[seen]]
+    sku_categories = {
+        str(sku): (None if cat < 0 else str(cat_names[cat]))
+        for sku, cat in zip(sku_names[seen].tolist(), sku_category[seen].tolist(), strict=True)
+    }
     # The counted lines by (customer, day): when lines come grouped by order in order-row order
     # (the usual export), the orders' own sort gives it by expanding each order into its lines.
     order_days = order_day.view(np.int64)
@@ -229,7 +254,7 @@ def purchase_history(
         c_rows = np.repeat(code[orders_by_customer], per_order)
         day_rows = np.repeat(order_days[orders_by_customer], per_order)
     else:
-        rows, c_rows, day_rows = idx, c, order_days[at]
+        rows, c_rows, day_rows = idx, code[pos[idx]], order_days[pos[idx]]
     # Customer and day packed in one int64: one array to move through the sorts.
     d0 = int(day_rows.min())
     day_bits = (int(day_rows.max()) - d0).bit_length()
@@ -242,7 +267,7 @@ def purchase_history(
         lv = _level(k[rows], cd, day_bits, d0, names, n_c, expanded is not None)
         if lv is not None:
             levels[name] = lv
-    return PurchaseHistory(p, levels, None, sku_category, cat_names)
+    return PurchaseHistory(frame, levels, None, sku_category, cat_names, sku_categories)
 
 
 def estimate_cycles(
@@ -265,7 +290,7 @@ def estimate_cycles(
     )
     h = history or purchase_history(store, code)
     if h.reason_none is not None:
-        return Cycles(empty_tab, empty_due, h.purchases, h.reason_none)
+        return Cycles(empty_tab, empty_due, h.purchases, h.reason_none, h.sku_categories)
     tables = []
     dues = []
     # Per level with due rows: (level number, product codes, category codes, last purchase days,
@@ -336,7 +361,7 @@ def estimate_cycles(
         c_due = np.concatenate([x[4] for x in picked]) if picked else np.zeros(0, dtype=np.int64)
         if len(c_due):
             c_due = c_due[~_later(h, picked)]
-        return Cycles(table.reset_index(drop=True), pd.DataFrame({"c": c_due}), h.purchases, reason)
+        return Cycles(table.reset_index(drop=True), pd.DataFrame({"c": c_due}), h.purchases, reason, h.sku_categories)
     due = pd.concat(dues, ignore_index=True) if dues else empty_due
     if len(due):
         # Category of each due product; a SKU-level due needs no later purchase in its category.
@@ -347,7 +372,7 @@ def estimate_cycles(
         keep = np.flatnonzero(~_later(h, picked))
         order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
         due = due.iloc[order].reset_index(drop=True)
-    return Cycles(table.reset_index(drop=True), due, h.purchases, reason)
+    return Cycles(table.reset_index(drop=True), due, h.purchases, reason, h.sku_categories)
 
 
 def _later(h: PurchaseHistory, picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:

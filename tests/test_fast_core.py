@@ -575,6 +575,12 @@ def test_cycles_match_reference(store_dir: Path, merge: bool) -> None:
             pd.testing.assert_frame_equal(got.due, want.due, check_exact=True)
             pd.testing.assert_frame_equal(got.purchases, want.purchases, check_exact=True)
             assert got.reason_none == want.reason_none
+            # What the segment logic reads from the purchases, without the frame.
+            first = want.purchases.dropna(subset=["sku"]).drop_duplicates("sku")
+            assert got.sku_categories == {
+                str(sku): None if pd.isna(cat) else str(cat)
+                for sku, cat in zip(first["sku"].tolist(), first["category"].tolist(), strict=True)
+            }
             only = estimate_cycles(store, sig.order_codes, sig.as_of, th, history, due_customers_only=True)
             assert sorted(only.due["c"].tolist()) == sorted(want.due["c"].tolist())
             pd.testing.assert_frame_equal(only.table, want.table, check_exact=True)
