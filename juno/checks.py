@@ -29,15 +29,22 @@ class Flags:
     detail: np.ndarray
 
 
-def _covered_by_active_subscription(ctx: Context, subs: pd.DataFrame | None, ids: pd.Index) -> np.ndarray:
+def _covered_by_active_subscription(
+    ctx: Context, subs: pd.DataFrame | None, ids: pd.Index | pd.Series
+) -> np.ndarray:
     """Customers due on a product that an active subscription of theirs already delivers."""
     n = len(ctx.f)
     out = np.zeros(n, dtype=bool)
     due = ctx.cycles.due
     if subs is None or not len(subs) or not len(due):
         return out
-    act = subs[subs["status"] == "active"]
-    code = positions(act["customer_id"], ids)
+    active = (subs["status"] == "active").to_numpy(bool)
+    act = subs[active]
+    # The subscriptions' customer rows, when signals looked them up already (this same frame).
+    known: np.ndarray | None = getattr(ctx, "cache", {}).get(f"subscription_rows:{id(subs)}")
+    if known is None or len(known) != len(subs):
+        known = positions(subs["customer_id"], ids)
+    code = known[active]
     d_c = due["c"].to_numpy(int)
 
     def covered(sub_key: pd.Series, due_key: pd.Series) -> np.ndarray:
@@ -71,26 +78,23 @@ def compute_flags(
     recent_purchase = f["recency_days"].to_numpy(float) <= th.cooldown_days
     duplicate = f["duplicate_group"].notna().to_numpy(bool)
 
-    ids = pd.Index(f["customer_id"])
-    status = f["subscription_status"].to_numpy(object)
+    status = f["subscription_status"]
     detail = np.full(n, "", dtype=object)
-    conflict = np.zeros(n, dtype=bool)
+    conflict = np.zeros(n, dtype=bool)  # also: the customers whose detail is set (first wins)
     if "replenishment_ready" in memberships:
         covered = memberships["replenishment_ready"].mask & _covered_by_active_subscription(
-            ctx, subscriptions, ids
+            ctx, subscriptions, f["customer_id"]
         )
+        detail[covered] = "active subscription covers the due product"
         conflict |= covered
-        detail = np.where(covered, "active subscription covers the due product", detail)
     if "lapsed_high_value" in memberships:
-        lapsed_sub = memberships["lapsed_high_value"].mask & np.isin(status, ["paused", "cancelled"])
+        lapsed_sub = memberships["lapsed_high_value"].mask & status.isin(["paused", "cancelled"]).to_numpy(bool)
+        detail[lapsed_sub & ~conflict] = "paused or cancelled subscription behind the lapse"
         conflict |= lapsed_sub
-        detail = np.where(
-            lapsed_sub & (detail == ""), "paused or cancelled subscription behind the lapse", detail
-        )
     if "discount_risk" in memberships:
-        sub_disc = memberships["discount_risk"].mask & (status == "active")
+        sub_disc = memberships["discount_risk"].mask & (status == "active").to_numpy(bool)
+        detail[sub_disc & ~conflict] = "subscriber in discount_risk"
         conflict |= sub_disc
-        detail = np.where(sub_disc & (detail == ""), "subscriber in discount_risk", detail)
 
     frame = pd.DataFrame(
         {
@@ -124,11 +128,11 @@ def next_actions(
 ) -> np.ndarray:
     """The next action per customer: the cohort's action unless a flag changes it (first wins)."""
     fr = flags.frame
-    base = np.full(len(primary), "", dtype=object)
+    out = np.full(len(primary), "", dtype=object)
     for cid, action in actions.items():
-        base[primary == cid] = action
+        out[primary == cid] = action
     fallback = config.consent.fallback_channel
-    out = base.copy()
+    classified = primary != ""
     rules = [
         ("duplicate_record", "merge duplicate records before outreach"),
         ("subscription_conflict", "adjust the action: manage the subscription, do not remind or discount"),
@@ -138,8 +142,7 @@ def next_actions(
     ]
     # Later rules override earlier ones: support issues matter most, then consent.
     for flag, text in rules:
-        m = fr[flag].to_numpy(bool) & (primary != "")
-        out = np.where(m, text, out)
-    hs = fr["high_severity"].to_numpy(bool) & (primary != "")
-    out = np.where(hs, "service recovery first (high-severity ticket); no promotional send", out)
+        out[fr[flag].to_numpy(bool) & classified] = text
+    high = "service recovery first (high-severity ticket); no promotional send"
+    out[fr["high_severity"].to_numpy(bool) & classified] = high
     return out

@@ -326,7 +326,9 @@ def compute_signals(store: Store, config: Config) -> Signals:
     named = [x["customer_id"] for x in (subs, tickets) if x is not None]
     rows = positions(pd.concat(named, ignore_index=True), cid) if named else np.zeros(0, dtype=np.intp)
     status = np.full(n, "none", dtype=object)
+    sub_cache: dict[str, np.ndarray] = {}
     if subs is not None:
+        sub_cache[f"subscription_rows:{id(subs)}"] = rows[: len(subs)]  # checks reads them too
         rank_map = {"active": 3, "paused": 2, "cancelled": 1}
         sc = pd.DataFrame({"c": rows[: len(subs)], "r": subs["status"].map(rank_map).to_numpy()})
         best = sc.groupby("c")["r"].max()
@@ -397,4 +399,5 @@ def compute_signals(store: Store, config: Config) -> Signals:
         customers_with_second_order=len(f2s),
         category_codes=category_codes,
         orders_by_customer=orders_by_customer,
+        cache=sub_cache,
     )
