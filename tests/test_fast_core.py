@@ -772,6 +772,13 @@ def test_top_category_matches_compensated_sums(seed: int) -> None:
     assert list(zip(pc2.tolist(), pk2.tolist(), strict=True)) == pairs2
 
 
+def test_top_category_of_no_lines() -> None:
+    nothing = np.zeros(0, dtype=np.int64)
+    top, pc_, pk = _top_categories(nothing, nothing, nothing.astype(float), 4, 3)
+    assert top.tolist() == [-1] * 4 and len(pc_) == len(pk) == 0
+    assert _category_lists(pc_, pk, np.array(["a", "b", "c"], dtype=object), 4).isna().all()
+
+
 @pytest.mark.parametrize("n_cat", [3, 52, 53, 70])
 def test_category_lists_match_join(n_cat: int) -> None:
     rng = np.random.default_rng(n_cat)
