@@ -131,7 +131,9 @@ def confidence(
         note("high", f"{size:,} members")
     if rule.margin_sensitive and margin_incomplete:
         note("medium", f"margin incomplete: cost known for {margin_coverage:.0%} of revenue")
-    consent_known = (ctx.f["email_consent"].to_numpy(object)[m.mask] != "unknown").mean() if size else 1.0
+    if "consent_known" not in ctx.cache:  # once per run, not once per cohort
+        ctx.cache["consent_known"] = np.asarray(ctx.f["email_consent"].to_numpy(object) != "unknown")
+    consent_known = ctx.cache["consent_known"][m.mask].mean() if size else 1.0
     if consent_known < 0.5:
         note("medium", f"consent unknown for {1 - consent_known:.0%} of members")
     if rule.needs_history:

@@ -9,6 +9,7 @@ import pandas as pd
 
 from juno.cohorts import Context, Membership
 from juno.config import Config
+from juno.parse import positions
 
 # Flags that hold a customer back from outreach (counted as "held back" per cohort).
 HOLD_FLAGS = (
@@ -28,15 +29,22 @@ class Flags:
     detail: np.ndarray
 
 
-def _covered_by_active_subscription(ctx: Context, subs: pd.DataFrame | None, ids: pd.Index) -> np.ndarray:
+def _covered_by_active_subscription(
+    ctx: Context, subs: pd.DataFrame | None, ids: pd.Index | pd.Series
+) -> np.ndarray:
     """Customers due on a product that an active subscription of theirs already delivers."""
     n = len(ctx.f)
     out = np.zeros(n, dtype=bool)
     due = ctx.cycles.due
     if subs is None or not len(subs) or not len(due):
         return out
-    act = subs[subs["status"] == "active"]
-    code = ids.get_indexer(pd.Index(act["customer_id"]))
+    active = (subs["status"] == "active").to_numpy(bool)
+    act = subs[active]
+    # The subscriptions' customer rows, when signals looked them up already (this same frame).
+    known: np.ndarray | None = getattr(ctx, "cache", {}).get(f"subscription_rows:{id(subs)}")
+    if known is None or len(known) != len(subs):
+        known = positions(subs["customer_id"], ids)
+    code = known[active]
     d_c = due["c"].to_numpy(int)
 
     def covered(sub_key: pd.Series, due_key: pd.Series) -> np.ndarray:
@@ -70,26 +78,23 @@ def compute_flags(
     recent_purchase = f["recency_days"].to_numpy(float) <= th.cooldown_days
     duplicate = f["duplicate_group"].notna().to_numpy(bool)
 
-    ids = pd.Index(f["customer_id"])
-    status = f["subscription_status"].to_numpy(object)
+    status = f["subscription_status"]
     detail = np.full(n, "", dtype=object)
-    conflict = np.zeros(n, dtype=bool)
+    conflict = np.zeros(n, dtype=bool)  # also: the customers whose detail is set (first wins)
     if "replenishment_ready" in memberships:
         covered = memberships["replenishment_ready"].mask & _covered_by_active_subscription(
-            ctx, subscriptions, ids
+            ctx, subscriptions, f["customer_id"]
         )
+        detail[covered] = "active subscription covers the due product"
         conflict |= covered
-        detail = np.where(covered, "active subscription covers the due product", detail)
     if "lapsed_high_value" in memberships:
-        lapsed_sub = memberships["lapsed_high_value"].mask & np.isin(status, ["paused", "cancelled"])
+        lapsed_sub = memberships["lapsed_high_value"].mask & status.isin(["paused", "cancelled"]).to_numpy(bool)
+        detail[lapsed_sub & ~conflict] = "paused or cancelled subscription behind the lapse"
         conflict |= lapsed_sub
-        detail = np.where(
-            lapsed_sub & (detail == ""), "paused or cancelled subscription behind the lapse", detail
-        )
     if "discount_risk" in memberships:
-        sub_disc = memberships["discount_risk"].mask & (status == "active")
+        sub_disc = memberships["discount_risk"].mask & (status == "active").to_numpy(bool)
+        detail[sub_disc & ~conflict] = "subscriber in discount_risk"
         conflict |= sub_disc
-        detail = np.where(sub_disc & (detail == ""), "subscriber in discount_risk", detail)
 
     frame = pd.DataFrame(
         {

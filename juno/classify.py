@@ -66,7 +66,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     f = signals.frame
     code = signals.order_codes
     assert code is not None, "signals come from compute_signals"
-    history = purchase_history(store, code, signals.category_codes)
+    history = purchase_history(store, code, signals.category_codes, signals.orders_by_customer)
     cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
     ctx = make_context(signals, cycles, config)
     cohort_ids = [c for c in config.precedence if c in config.cohorts]
@@ -90,7 +90,12 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 config.thresholds.lead_days,
                 config.thresholds.overdue_fraction,
             )
-            cycle_cache[key] = cycles if same else estimate_cycles(store, code, signals.as_of, th, history)
+            # Stability needs only who is due under the moved thresholds.
+            cycle_cache[key] = (
+                cycles
+                if same
+                else estimate_cycles(store, code, signals.as_of, th, history, due_customers_only=True)
+            )
         return make_context(signals, cycle_cache[key], config, th)
 
     eligible = ctx.eligible

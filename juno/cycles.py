@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
-from juno.grouping import STR, group_median, group_quantile, group_starts, sorted_by_group, sorted_codes
+from juno.grouping import STR, group_median, group_quantile, sorted_by_group, sorted_codes
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -20,21 +21,34 @@ class Cycles:
 
     table: pd.DataFrame  # level, product, median_days, pairs, customers, replenishable, reason
     due: pd.DataFrame  # c (customer code), level, product, category, last_at, due_at, purchases
-    purchases: pd.DataFrame  # c, category, sku, day: distinct purchase days (for subscriptions)
+    # c, category, sku, day per counted order line (read by `purchases`): a frame, or what builds
+    # it on first use. Classification never reads it; the segment logic and the backtest do.
+    purchase_rows: pd.DataFrame | Callable[[], pd.DataFrame] = field(repr=False)
     reason_none: str | None  # why no product has a cycle, when none has
+    # Per SKU bought: the category of its first counted line (None when that line has none), the
+    # same as purchases.dropna(subset=["sku"]).drop_duplicates("sku") gives without the frame.
+    sku_categories: dict[str, str | None] | None = field(default=None, repr=False)
+
+    @property
+    def purchases(self) -> pd.DataFrame:
+        if callable(self.purchase_rows):
+            self.purchase_rows = self.purchase_rows()
+        return self.purchase_rows
 
 
 @dataclass
 class _Level:
     """One product level (category or SKU): each customer's distinct purchase days per product.
 
-    Products are integer codes numbered in the order of their names, so every array sorted by
-    (customer, code) is in the order pandas gives when it sorts the strings.
+    Products are integer codes numbered in the order of their names. The (customer, product)
+    groups are held in (product, customer) order; everything read from them is either per
+    product or re-sorted by customer before it is shown.
     """
 
     names: np.ndarray  # product name per code
-    gc: np.ndarray  # per (customer, product) bought: the customer row, sorted by (customer, code)
-    gk: np.ndarray  # ... the product code
+    n_customers: int
+    gk: np.ndarray  # per (customer, product) bought, sorted by (code, customer): the product code
+    gc: np.ndarray  # ... the customer row
     last_day: np.ndarray  # ... the last purchase day (days since 1970-01-01)
     purchases: np.ndarray  # ... the number of distinct purchase days
     present: np.ndarray  # codes of the products bought at all (rows of `stats`)
@@ -45,39 +59,55 @@ class _Level:
         out = np.full(len(c), -1, dtype=np.int64)
         if not len(self.gc):
             return out
-        n_k = len(self.names)
-        keys = self.gc * n_k + self.gk  # sorted: the groups are sorted by (customer, code)
-        want = c.astype(np.int64) * n_k + k
+        keys = self.gk * self.n_customers + self.gc  # sorted: groups are in (code, customer) order
+        want = k * self.n_customers + c.astype(np.int64)
         at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
         hit = (k >= 0) & (keys[at] == want)
         out[hit] = at[hit]
         return out
 
 
-def _distinct_days(c: np.ndarray, k: np.ndarray, day: np.ndarray, n_k: int) -> tuple[np.ndarray, ...]:
-    """Distinct (customer, product, day) rows, sorted: one sort of int64 composite keys."""
-    d0 = int(day.min())
-    n_d = int(day.max()) - d0 + 1
-    n_c = int(c.max()) + 1
-    if n_c * n_k * n_d < 1 << 62:
-        key = np.sort((c.astype(np.int64) * n_k + k) * n_d + (day - d0))
-        key = key[group_starts(key)]
-        ck = key // n_d
-        return ck // n_k, ck % n_k, key % n_d + d0
-    order = np.lexsort((day, k, c))
-    c, k, day = c[order], k[order], day[order]
-    new = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1]) | (day[1:] != day[:-1])]
-    return c[new].astype(np.int64), k[new].astype(np.int64), day[new].astype(np.int64)
+def _by_product(
+    k: np.ndarray, cd: np.ndarray, cd_bits: int, n_k: int, in_order: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct (product, customer-day) rows sorted, as (product codes, packed customer-days).
+
+    `in_order`: the rows come sorted by customer-day, so one stable radix sort of the small
+    product codes is enough; otherwise one sort of int64 keys (product, customer, day packed).
+    """
+    if in_order and n_k < 1 << 15:
+        k16 = k.astype(np.int16)
+        cd = cd[np.argsort(k16, kind="stable")]
+        k = np.repeat(np.arange(n_k, dtype=np.int64), np.bincount(k16, minlength=n_k))
+    elif n_k.bit_length() + cd_bits <= 62:
+        key = np.sort((k.astype(np.int64) << cd_bits) | cd)
+        k, cd = key >> cd_bits, key & ((1 << cd_bits) - 1)
+    else:
+        order = np.lexsort((cd, k))
+        k, cd = k[order].astype(np.int64), cd[order]
+    new = np.ones(len(k), dtype=bool)
+    new[1:] = (k[1:] != k[:-1]) | (cd[1:] != cd[:-1])
+    return k[new], cd[new]
 
 
-def _level(c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray) -> _Level | None:
-    """Distinct purchase days, reorder gaps and the threshold-free statistics of one level."""
+def _level(
+    k: np.ndarray, cd: np.ndarray, day_bits: int, d0: int, names: np.ndarray, n_c: int, in_order: bool
+) -> _Level | None:
+    """Distinct purchase days, reorder gaps and the threshold-free statistics of one level.
+
+    `cd`: per row, its customer and day packed as customer << day_bits | (day - d0).
+    """
     ok = k >= 0
     if not ok.any():
         return None
+    if not ok.all():
+        k, cd = k[ok], cd[ok]
     n_k = len(names)
-    c, k, day = _distinct_days(c[ok], k[ok], day[ok], n_k)
-    first = np.r_[True, (c[1:] != c[:-1]) | (k[1:] != k[:-1])]  # first day of a (customer, product)
+    k, cd = _by_product(k, cd, n_c.bit_length() + day_bits, n_k, in_order)
+    c = cd >> day_bits
+    day = cd & ((1 << day_bits) - 1)
+    first = np.ones(len(k), dtype=bool)  # first day of a (customer, product)
+    first[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1])
     again = ~first
     gk_gap = k[again]
     gap = (day[1:] - day[:-1])[again[1:]]  # whole days between consecutive distinct purchase days
@@ -98,15 +128,28 @@ def _level(c: np.ndarray, k: np.ndarray, day: np.ndarray, names: np.ndarray) -> 
         }
     )
     starts = np.flatnonzero(first)
-    ends = np.r_[starts[1:], len(c)] - 1
+    ends = np.r_[starts[1:], len(k)] - 1
     return _Level(
         names=names,
-        gc=c[starts],
+        n_customers=n_c,
         gk=k[starts],
-        last_day=day[ends],
+        gc=c[starts],
+        last_day=day[ends] + d0,
         purchases=(ends - starts + 1).astype(np.int64),
         present=present,
         stats=stats,
+    )
+
+
+def _no_stats() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "product": np.array([], dtype=object),
+            "median_days": np.array([], dtype=float),
+            "pairs": np.array([], dtype=np.int64),
+            "customers": np.array([], dtype=np.int64),
+            "spread": np.array([], dtype=float),
+        }
     )
 
 
@@ -127,17 +170,43 @@ class PurchaseHistory:
     thresholds) only re-select from it.
     """
 
-    purchases: pd.DataFrame
+    purchase_rows: pd.DataFrame | Callable[[], pd.DataFrame]  # see Cycles.purchase_rows
     levels: dict[str, _Level]  # "category" / "sku"
     reason_none: str | None
     sku_category: np.ndarray | None = None  # per SKU code: category code of its first counted line
     category_names: np.ndarray | None = None
+    sku_categories: dict[str, str | None] | None = None  # Cycles.sku_categories
+
+    def purchases(self) -> pd.DataFrame:
+        """The per-line purchase frame, built once (the first Cycles to be asked builds it)."""
+        if callable(self.purchase_rows):
+            self.purchase_rows = self.purchase_rows()
+        return self.purchase_rows
+
+
+def _lines_by_customer(
+    pos: np.ndarray, n_orders: int, orders: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rows of the lines of `orders` (order rows), order after order; each order's line count):
+    None unless the lines are grouped by order in order-row order."""
+    if orders is None or not len(pos) or pos.min() < 0 or not bool((pos[1:] >= pos[:-1]).all()):
+        return None
+    count = np.bincount(pos, minlength=n_orders)
+    start = np.cumsum(count) - count  # first line of each order
+    take = count[orders]
+    shift = np.repeat(start[orders] - (np.cumsum(take) - take), take)
+    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64), take
 
 
 def purchase_history(
-    store: Store, code: np.ndarray, category_codes: tuple[np.ndarray, np.ndarray] | None = None
+    store: Store,
+    code: np.ndarray,
+    category_codes: tuple[np.ndarray, np.ndarray] | None = None,
+    orders_by_customer: np.ndarray | None = None,
 ) -> PurchaseHistory:
-    """`category_codes`: `sorted_codes(store.lines["category"])` when the caller has it already."""
+    """`category_codes`: `sorted_codes(store.lines["category"])`, and `orders_by_customer`: the
+    rows of the counted orders sorted by (customer code, time), when the caller has them already
+    (signals does)."""
     if store.lines is None:
         return PurchaseHistory(pd.DataFrame(), {}, "no order lines were provided, so products are unknown")
     o = store.orders
@@ -146,24 +215,25 @@ def purchase_history(
     # Each line's order (order ids are unique after validation): counted orders only.
     pos = store.line_order_rows()
     idx = np.flatnonzero((pos >= 0) & counted[np.maximum(pos, 0)])
-    at = pos[idx]
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
-    c = code[at]
-    day = order_day.view(np.int64)[at]
-    p = pd.DataFrame(
-        {
-            "c": c,
-            "category": _str_column(lines["category"], idx),
-            "sku": _str_column(lines["sku"], idx),
-            "day": order_day[at].astype("datetime64[s]"),
-        }
-    )
+
+    def frame() -> pd.DataFrame:
+        at = pos[idx]
+        return pd.DataFrame(
+            {
+                "c": code[at],
+                "category": _str_column(lines["category"], idx),
+                "sku": _str_column(lines["sku"], idx),
+                "day": o["ordered_at"].to_numpy()[at].astype("datetime64[D]").astype("datetime64[s]"),
+            }
+        )
+
     cat_codes, cat_names = category_codes or sorted_codes(lines["category"])
     kc = cat_codes[idx]
     sku_codes, sku_names = sorted_codes(lines["sku"])
     ks = sku_codes[idx]
     if (kc < 0).all() and (ks < 0).all():
-        return PurchaseHistory(p, {}, "order lines carry no category or SKU")
+        return PurchaseHistory(frame, {}, "order lines carry no category or SKU")
     # Each SKU's category: the category of its first counted line (missing: -1).
     first = np.full(len(sku_names), len(ks), dtype=np.int64)
     has_sku = np.flatnonzero(ks >= 0)
@@ -171,36 +241,68 @@ def purchase_history(
     seen = first < len(ks)
     sku_category = np.full(len(sku_names), -1, dtype=np.int64)
     sku_category[seen] = kc[first[seen]]
+    sku_categories = {
+        str(sku): (None if cat < 0 else str(cat_names[cat]))
+        for sku, cat in zip(sku_names[seen].tolist(), sku_category[seen].tolist(), strict=True)
+    }
+    # The counted lines by (customer, day): when lines come grouped by order in order-row order
+    # (the usual export), the orders' own sort gives it by expanding each order into its lines.
+    order_days = order_day.view(np.int64)
+    expanded = _lines_by_customer(pos, len(o), orders_by_customer)
+    if expanded is not None and orders_by_customer is not None:
+        rows, per_order = expanded
+        c_rows = np.repeat(code[orders_by_customer], per_order)
+        day_rows = np.repeat(order_days[orders_by_customer], per_order)
+    else:
+        rows, c_rows, day_rows = idx, code[pos[idx]], order_days[pos[idx]]
+    # Customer and day packed in one int64: one array to move through the sorts.
+    d0 = int(day_rows.min())
+    day_bits = (int(day_rows.max()) - d0).bit_length()
+    n_c = len(store.customers)
+    assert n_c.bit_length() + day_bits <= 62
+    cd = (c_rows.astype(np.int64) << day_bits) | (day_rows - d0)
+    del c_rows, day_rows
     levels = {}
-    for name, k, names in (("category", kc, cat_names), ("sku", ks, sku_names)):
-        lv = _level(c, k, day, names)
+    for name, k, names in (("category", cat_codes, cat_names), ("sku", sku_codes, sku_names)):
+        lv = _level(k[rows], cd, day_bits, d0, names, n_c, expanded is not None)
         if lv is not None:
             levels[name] = lv
-    return PurchaseHistory(p, levels, None, sku_category, cat_names)
+    return PurchaseHistory(frame, levels, None, sku_category, cat_names, sku_categories)
 
 
 def estimate_cycles(
-    store: Store, code: np.ndarray, as_of: pd.Timestamp, th: Thresholds, history: PurchaseHistory | None = None
+    store: Store,
+    code: np.ndarray,
+    as_of: pd.Timestamp,
+    th: Thresholds,
+    history: PurchaseHistory | None = None,
+    *,
+    due_customers_only: bool = False,
 ) -> Cycles:
-    """Median reorder interval per category (and SKU with enough pairs); who is due within the window."""
+    """Median reorder interval per category (and SKU with enough pairs); who is due within the window.
+
+    `due_customers_only`: `due` holds only the column "c" (one row per due product, unordered):
+    all the stability re-runs need to know who is due.
+    """
     empty_due = pd.DataFrame(columns=["c", "level", "product", "category", "last_at", "due_at", "purchases"])
     empty_tab = pd.DataFrame(
         columns=["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]
     )
     h = history or purchase_history(store, code)
     if h.reason_none is not None:
-        return Cycles(empty_tab, empty_due, h.purchases, h.reason_none)
+        return Cycles(empty_tab, empty_due, h.purchases, h.reason_none, h.sku_categories)
     tables = []
     dues = []
-    # Per level with due rows: (level number, product codes, category codes, last purchase days).
-    picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
+    # Per level with due rows: (level number, product codes, category codes, last purchase days,
+    # customers).
+    picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for li, (level, min_pairs) in enumerate(
         (("category", th.min_reorder_pairs), ("sku", th.min_sku_reorder_pairs))
     ):
         lv = h.levels.get(level)
-        if lv is None:
-            continue
-        stats = lv.stats.copy()
+        # A level nobody bought at still adds its (empty, untyped) table, as it always has: the
+        # concatenated table's text columns are then object, not str.
+        stats = lv.stats.copy() if lv is not None else _no_stats()
         stats["level"] = level
         enough = stats["pairs"] >= min_pairs
         short = stats["median_days"] <= th.max_cycle_days
@@ -219,7 +321,7 @@ def estimate_cycles(
         )
         tables.append(stats)
         rep = stats["replenishable"].to_numpy(bool)
-        if not rep.any():
+        if lv is None or not rep.any():
             continue
         cycle_of = np.full(len(lv.names), np.nan)  # per product code: its cycle, NaN if none
         cycle_of[lv.present[rep]] = stats["median_days"].to_numpy(float)[rep]
@@ -233,7 +335,9 @@ def estimate_cycles(
         rows = sel[is_due]
         k = lv.gk[rows]
         assert h.sku_category is not None
-        picked.append((li, k, k if level == "category" else h.sku_category[k], lv.last_day[rows]))
+        picked.append((li, k, k if level == "category" else h.sku_category[k], lv.last_day[rows], lv.gc[rows]))
+        if due_customers_only:
+            continue
         dues.append(
             pd.DataFrame(
                 {
@@ -248,26 +352,36 @@ def estimate_cycles(
         )
     table = pd.concat(tables, ignore_index=True) if tables else empty_tab
     table = table[["level", "product", "median_days", "pairs", "customers", "replenishable", "reason"]]
-    due = pd.concat(dues, ignore_index=True) if dues else empty_due
-    if len(due):
-        # Category of each due product; a SKU-level due needs no later purchase in its category.
-        assert h.category_names is not None
-        level_no = np.concatenate([np.full(len(x[1]), x[0]) for x in picked])
-        product, category, last_day = (np.concatenate([x[i] for x in picked]) for i in (1, 2, 3))
-        due["category"] = np.append(h.category_names.astype(object), np.nan)[category]  # -1: none
-        c_due = due["c"].to_numpy(np.int64)
-        later = np.zeros(len(due), dtype=bool)
-        if "category" in h.levels:
-            cat = h.levels["category"]
-            at = cat.lookup(c_due, category)
-            found = at >= 0
-            later[found] = cat.last_day[at[found]] > last_day[found]
-        keep = np.flatnonzero(~later)
-        order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
-        due = due.iloc[order].reset_index(drop=True)
     reason = None if bool(table["replenishable"].any()) else (
         "no product has enough repeat purchases for a reliable cycle"
         f" (>= {th.min_reorder_pairs} reorder pairs, a median under {th.max_cycle_days} days"
         f" and a regular rhythm)"
     )
-    return Cycles(table.reset_index(drop=True), due, h.purchases, reason)
+    if due_customers_only:
+        c_due = np.concatenate([x[4] for x in picked]) if picked else np.zeros(0, dtype=np.int64)
+        if len(c_due):
+            c_due = c_due[~_later(h, picked)]
+        return Cycles(table.reset_index(drop=True), pd.DataFrame({"c": c_due}), h.purchases, reason, h.sku_categories)
+    due = pd.concat(dues, ignore_index=True) if dues else empty_due
+    if len(due):
+        # Category of each due product; a SKU-level due needs no later purchase in its category.
+        assert h.category_names is not None
+        level_no = np.concatenate([np.full(len(x[1]), x[0]) for x in picked])
+        product, category, c_due = (np.concatenate([x[i] for x in picked]) for i in (1, 2, 4))
+        due["category"] = np.append(h.category_names.astype(object), np.nan)[category]  # -1: none
+        keep = np.flatnonzero(~_later(h, picked))
+        order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
+        due = due.iloc[order].reset_index(drop=True)
+    return Cycles(table.reset_index(drop=True), due, h.purchases, reason, h.sku_categories)
+
+
+def _later(h: PurchaseHistory, picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Per due row: bought in the due product's category after its last purchase."""
+    category, last_day, c_due = (np.concatenate([x[i] for x in picked]) for i in (2, 3, 4))
+    later = np.zeros(len(c_due), dtype=bool)
+    if "category" in h.levels:
+        cat = h.levels["category"]
+        at = cat.lookup(c_due, category)
+        found = at >= 0
+        later[found] = cat.last_day[at[found]] > last_day[found]
+    return later

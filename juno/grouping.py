@@ -100,11 +100,3 @@ def group_quantile(sv: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     val = v[at]
     out = np.where(frac == 0.0, val, val + (v[nxt] - val) * frac)
     return np.where(has, out, np.nan)
-
-
-def group_starts(keys: np.ndarray) -> np.ndarray:
-    """True where a sorted key array starts a new run."""
-    out = np.ones(len(keys), dtype=bool)
-    if len(keys) > 1:
-        np.not_equal(keys[1:], keys[:-1], out=out[1:])
-    return out

@@ -40,6 +40,8 @@ class Signals:
     cache: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # The order lines' categories as sorted integer codes (grouping.sorted_codes), for cycles.
     category_codes: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    # Rows of the counted orders sorted by (customer code, time), for cycles.
+    orders_by_customer: np.ndarray | None = field(default=None, repr=False)
 
 
 def _days(delta: pd.Series) -> np.ndarray:
@@ -87,18 +89,21 @@ def _text(codes: np.ndarray, names: np.ndarray, dtype: object = "string") -> Ext
     return out
 
 
-def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counted orders sorted by (customer, time), ties in row order (a stable sort by both):
-    (customer codes, times as int64 ns). One stable argsort of the times (nearly free: orders
-    come in time order) and one sort of int64 (customer, rank) keys."""
+    (the sorting permutation, customer codes, times as int64). One stable argsort of the times
+    (skipped when orders come in time order) and one sort of int64 (customer, rank) keys."""
     m = len(code)
     t = at.view(np.int64)
-    by_time = np.argsort(t, kind="stable")
     if m and n * m < 1 << 62:
-        order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
+        if bool((t[1:] >= t[:-1]).all()):  # already in time order (the usual export)
+            order = np.sort(code.astype(np.int64) * m + np.arange(m)) % m
+        else:
+            by_time = np.argsort(t, kind="stable")
+            order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
     else:
         order = np.lexsort((t, code))
-    return code[order], t[order]
+    return order, code[order], t[order]
 
 
 def _top_categories(
@@ -112,29 +117,37 @@ def _top_categories(
     rival category comes within both sums' error bound, and the few close calls are re-ranked
     on pandas' own sums: the same top, at a fraction of the cost.
     """
+    if not len(c):
+        return np.full(n, -1, dtype=np.int64), c[:0].astype(np.int64), k[:0].astype(np.int64)
     dense = n * n_cat <= 1 << 24 and bool(np.isfinite(v).all())
     if dense:
+        # Group by one bincount over (customer, category) cells; then work on the bought cells.
         key = c.astype(np.int64) * n_cat + k
-        cnt = np.bincount(key, minlength=n * n_cat).reshape(n, n_cat)
-        total = np.bincount(key, weights=v, minlength=n * n_cat).reshape(n, n_cat)
-        size = np.bincount(key, weights=np.abs(v), minlength=n * n_cat).reshape(n, n_cat)
-        bought = cnt > 0
+        cells = np.bincount(key, minlength=n * n_cat)
+        bought = np.flatnonzero(cells)  # sorted by (customer, category)
+        cnt = cells[bought]
+        del cells
+        total = np.bincount(key, weights=v, minlength=n * n_cat)[bought]
+        size = np.bincount(key, weights=np.abs(v), minlength=n * n_cat)[bought]
         del key
+        pc_, pk = np.divmod(bought, n_cat)
+        starts = np.flatnonzero(np.r_[True, pc_[1:] != pc_[:-1]])
+        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(bought)]))
+        best = np.maximum.reduceat(total, starts)[group]
+        # The first (lowest-coded) cell holding its customer's best sum: the top.
+        at_best = np.flatnonzero(total == best)
+        top_cell = at_best[np.r_[True, group[at_best][1:] != group[at_best][:-1]]]
         # Up to two summands the plain sum is the compensated one, bit for bit.
         eps = np.finfo(float).eps
         tol = np.where(cnt <= 2, 0.0, 4 * eps * (cnt + 2) * size)
-        del size
-        ranked = np.where(bought, total, -np.inf)
-        top = ranked.argmax(axis=1)
-        rows = np.arange(n)
-        best = ranked[rows, top]
-        tol_top = tol[rows, top]
-        rival = bought & (tol + tol_top[:, None] > 0) & (ranked >= (best - tol_top)[:, None] - tol)
-        rival[rows, top] = False
-        unsure = rival.any(axis=1)
-        top = np.where(bought.any(axis=1), top, -1)
-        pc_, pk = np.nonzero(bought)
-        del cnt, total, tol, ranked, rival, bought
+        tol_top = tol[top_cell][group]
+        rival = (tol + tol_top > 0) & (total >= best - tol_top - tol)
+        rival[top_cell] = False
+        customers = pc_[starts]
+        top = np.full(n, -1, dtype=np.int64)
+        top[customers] = pk[top_cell]
+        unsure = np.zeros(n, dtype=bool)
+        unsure[customers] = np.logical_or.reduceat(rival, starts)
     else:
         unsure = np.ones(n, dtype=bool)
     if unsure.any():
@@ -237,7 +250,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
 
     def agg(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
         w = values if mask is None else np.where(mask, values, 0)
-        return np.bincount(code, weights=w.astype(float), minlength=n)
+        return np.bincount(code, weights=np.asarray(w, dtype=float), minlength=n)
 
     cw = counts & in_window
     orders_window = agg(cw.astype(float)).astype(np.int64)
@@ -264,7 +277,8 @@ def compute_signals(store: Store, config: Config) -> Signals:
     )
 
     # First / last counted order and gaps between consecutive counted orders.
-    c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
+    order, c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
+    orders_by_customer = np.flatnonzero(counts)[order]
     start = np.ones(len(c_arr), dtype=bool)
     start[1:] = c_arr[1:] != c_arr[:-1]
     end = np.ones(len(c_arr), dtype=bool)
@@ -282,10 +296,10 @@ def compute_signals(store: Store, config: Config) -> Signals:
     delta = np.dtype(f"m8[{np.datetime_data(ordered_at.dtype)[0]}]")  # the times' own unit
     same = ~start  # same customer as the previous order
     gap_c = c_arr[same]
-    gap_ns = (t_arr[1:] - t_arr[:-1])[same[1:]]  # >= 0: sorted by time within a customer
-    unit = int(np.gcd.reduce(gap_ns)) if len(gap_ns) else 1
-    unit = unit or 1
-    sv, per_customer = sorted_by_group(gap_c, gap_ns // unit, n)
+    gap_t = (t_arr[1:] - t_arr[:-1])[same[1:]]  # in the times' unit, >= 0: sorted within a customer
+    # Gaps in whole seconds (the usual timestamps) sort as small composite keys.
+    unit = next((u for u in (10**9, 10**6, 10**3) if not (gap_t % u).any()), 1) if len(gap_t) else 1
+    sv, per_customer = sorted_by_group(gap_c, gap_t // unit, n)
     cols["median_gap_days"] = group_median((sv * unit).astype(delta) / DAY, per_customer)
     # First-to-second gap: the gap that ends each customer's second order.
     second = same & np.r_[True, start[:-1]]
@@ -320,7 +334,9 @@ def compute_signals(store: Store, config: Config) -> Signals:
     named = [x["customer_id"] for x in (subs, tickets) if x is not None]
     rows = positions(pd.concat(named, ignore_index=True), cid) if named else np.zeros(0, dtype=np.intp)
     status = np.full(n, "none", dtype=object)
+    sub_cache: dict[str, np.ndarray] = {}
     if subs is not None:
+        sub_cache[f"subscription_rows:{id(subs)}"] = rows[: len(subs)]  # checks reads them too
         rank_map = {"active": 3, "paused": 2, "cancelled": 1}
         sc = pd.DataFrame({"c": rows[: len(subs)], "r": subs["status"].map(rank_map).to_numpy()})
         best = sc.groupby("c")["r"].max()
@@ -390,4 +406,6 @@ def compute_signals(store: Store, config: Config) -> Signals:
         first_to_second_median=f2s_med,
         customers_with_second_order=len(f2s),
         category_codes=category_codes,
+        orders_by_customer=orders_by_customer,
+        cache=sub_cache,
     )
