@@ -554,7 +554,8 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     if _row_aligned(store.customers["customer_id"], ids):
         # The usual case (signals have one row per store customer, in the same order): members
         # by position, not by a string index over every customer.
-        members = store.customers.take(np.flatnonzero(mask))
+        used = [c for c in ("first_name", "last_name", "email", "phone", "tags") if c in store.customers]
+        members = store.customers[used].take(np.flatnonzero(mask))
     else:
         cust = store.customers.set_index("customer_id")
         members = cust.reindex(pd.Index(ids.to_numpy()[mask], dtype="string"))

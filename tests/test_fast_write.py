@@ -13,7 +13,7 @@ import pytest
 from helpers import random_store
 
 import juno.render
-from juno import segments
+from juno import report_html, segments
 from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
 from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, vip_excluded_for_discounts
@@ -333,3 +333,54 @@ def test_cycle_rows_match_reference() -> None:
         got.append(segments._cycle_rows(fake))  # type: ignore[arg-type]
         assert got[-1] == _reference_cycle_rows(fake)  # type: ignore[arg-type]
     assert ("sku", "S1", None, 20.5) in got[0] and ("sku", "S2", "tea", 14.0) in got[0]
+
+
+# ---------------------------------------------------------------- the HTML brief's grid
+
+
+def _reference_cell_counts(customers: pd.DataFrame) -> pd.DataFrame:
+    """The grouping _grid did before: a DataFrame of (x, y, cohort) grouped with pandas."""
+    import math
+
+    rec = pd.to_numeric(customers["recency_days"], errors="coerce").to_numpy(float)
+    val = pd.to_numeric(customers["value_lifetime"], errors="coerce").to_numpy(float)
+    keep = np.isfinite(rec) & np.isfinite(val) & (val > 0) & (customers["status"] != "excluded").to_numpy()
+    rec, val = rec[keep], val[keep]
+    prim = customers["primary_cohort"].astype("string").fillna("").to_numpy(object)[keep]
+    x_max = max(float(np.nanmax(rec)), 1.0)
+    x_step = next((s for s in report_html.X_STEPS if (x_max + 1) / s <= report_html.GRID_X), 365)
+    columns = min(math.ceil((x_max + 1) / x_step), report_html.GRID_X)
+    xb = np.minimum((rec // x_step).astype(int), columns - 1)
+    lv = np.log10(val)
+    lo, hi = math.floor(float(lv.min())), math.ceil(float(lv.max()) + 1e-9)
+    hi = max(hi, lo + 1)
+    yb = np.minimum(((lv - lo) / (hi - lo) * report_html.GRID_Y).astype(int), report_html.GRID_Y - 1)
+    frame = pd.DataFrame({"x": xb, "y": yb, "p": prim})
+    return frame.groupby(["x", "y", "p"], sort=True).size().rename("n").reset_index()
+
+
+def test_grid_counts_match_groupby(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run(EXAMPLE_STORE, config=Config())
+    assert result.customers is not None
+    rng = np.random.default_rng(9)
+    n = 5_000
+    synthetic = pd.DataFrame(
+        {
+            "recency_days": np.where(rng.random(n) < 0.05, np.nan, rng.integers(0, 900, n).astype(float)),
+            "value_lifetime": rng.lognormal(4, 2, n) * (rng.random(n) < 0.95),
+            "status": rng.choice(["classified", "excluded", "unclassified"], n),
+            "primary_cohort": pd.Series(rng.choice(["vip", "near_vip", "", None, "é", "Z"], n), dtype="str"),
+        }
+    )
+    seen: list[pd.DataFrame] = []
+    real = report_html._cell_counts
+
+    def spy(*args: object) -> pd.DataFrame:
+        out = real(*args)  # type: ignore[arg-type]
+        seen.append(out.copy())
+        return out
+
+    monkeypatch.setattr(report_html, "_cell_counts", spy)
+    for customers in (result.customers, synthetic):
+        report_html._grid(customers)
+        pd.testing.assert_frame_equal(seen[-1], _reference_cell_counts(customers), check_exact=True)
