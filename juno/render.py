@@ -29,6 +29,15 @@ def escape_cells(s: pd.Series) -> pd.Series:
     return t.where(~risky, "'" + t)
 
 
+def escape_text(s: pd.Series) -> pd.Series:
+    """`escape_cells` for a text column without NA, by Arrow (the same Series)."""
+    t = s.astype("string")
+    a = _large(pa.array(t))
+    if a.null_count or not isinstance(t.dtype, pd.StringDtype) or t.dtype.storage != "pyarrow":
+        return escape_cells(s)
+    return pd.Series(pd.array(escape_formulas(a), dtype=t.dtype), index=t.index, name=t.name)
+
+
 def format_float(v: float) -> str:
     """One float as CSV text: 4 decimals at most, trailing zeros dropped, '' for NaN."""
     return "" if pd.isna(v) else f"{v:.4f}".rstrip("0").rstrip(".")

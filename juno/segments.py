@@ -545,7 +545,7 @@ def _row_aligned(a: pd.Series, b: pd.Series) -> bool:
 
 def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
-    from juno.render import csv_frame
+    from juno.render import escape_text
 
     cl, store = result.classification, result.store
     assert cl is not None and store is not None and result.signals is not None
@@ -578,7 +578,7 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     )
     contactable = (frame["Email"] != "") | (frame["Phone"] != "")
     frame = frame[contactable.to_numpy(bool)].reset_index(drop=True)
-    out = csv_frame(frame)
+    out = pd.DataFrame({c: escape_text(frame[c]) for c in frame.columns}, index=frame.index)  # csv_frame
     # A bare phone number ('+1 619 555 0132') is harmless to a spreadsheet and Shopify's importer
     # needs it unprefixed; anything else in the column is escaped like every other cell.
     plain_phone = frame["Phone"].str.fullmatch(r"\+?[0-9 ()./-]+", na=False).to_numpy(bool)

@@ -19,7 +19,15 @@ from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, vip_excluded_for_discounts
 from juno.config import Config
 from juno.pipeline import RunResult, run
-from juno.render import csv_frame, float_cells, format_floats, write_csv, write_text_csv
+from juno.render import (
+    csv_frame,
+    escape_cells,
+    escape_text,
+    float_cells,
+    format_floats,
+    write_csv,
+    write_text_csv,
+)
 from juno.signals import Signals
 
 EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
@@ -384,3 +392,60 @@ def test_grid_counts_match_groupby(monkeypatch: pytest.MonkeyPatch) -> None:
     for customers in (result.customers, synthetic):
         report_html._grid(customers)
         pd.testing.assert_frame_equal(seen[-1], _reference_cell_counts(customers), check_exact=True)
+
+
+def test_escape_text_matches_escape_cells() -> None:
+    rng = np.random.default_rng(11)
+    values = rng.choice(np.array([t for t in TRICKY_TEXT if t is not None], dtype=object), 2_000)
+    for s in (
+        pd.Series(values, dtype="string"),
+        pd.Series(values, dtype="str", index=np.arange(5, 2_005)),
+        pd.Series(values, dtype=object, name="x"),
+        pd.Series([None, "=a"], dtype="string"),  # NA: escape_cells itself
+        pd.Series([], dtype="string"),
+    ):
+        pd.testing.assert_series_equal(escape_text(s), escape_cells(s), check_exact=True)
+
+
+def _reference_tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
+    """tag_import as it was: members by a string reindex, escaped by csv_frame."""
+    cl, store = result.classification, result.store
+    assert cl is not None and store is not None and result.signals is not None
+    ids = result.signals.frame["customer_id"].to_numpy()[cl.memberships[cid].mask]
+    members = store.customers.set_index("customer_id").reindex(pd.Index(ids, dtype="string"))
+
+    def col(name: str) -> pd.Series:
+        if name in members:
+            return members[name].astype("string").fillna("").reset_index(drop=True)
+        return pd.Series("", index=range(len(members)), dtype="string")
+
+    existing = col("tags")
+    frame = pd.DataFrame(
+        {
+            "First Name": col("first_name"),
+            "Last Name": col("last_name"),
+            "Email": col("email"),
+            "Phone": col("phone"),
+            "Tags": existing.where(existing == "", existing + ", ") + tag,
+        }
+    )
+    frame = frame[((frame["Email"] != "") | (frame["Phone"] != "")).to_numpy(bool)].reset_index(drop=True)
+    out = csv_frame(frame)
+    plain_phone = frame["Phone"].str.fullmatch(r"\+?[0-9 ()./-]+", na=False).to_numpy(bool)
+    out["Phone"] = out["Phone"].where(~plain_phone, frame["Phone"])
+    return out
+
+
+def test_tag_import_matches_reference(tmp_path: Path) -> None:
+    store = random_store(tmp_path / "s", n=400, staff_tags=True)
+    customers = pd.read_csv(store / "customers.csv", dtype=str)
+    rng = np.random.default_rng(12)
+    customers["first_name"] = rng.choice(np.array([t for t in TRICKY_TEXT if t], dtype=object), len(customers))
+    phones = np.array(["+1 619 555 0132", "=HYPERLINK()", "", "-5"], dtype=object)
+    customers["phone"] = rng.choice(phones, len(customers))
+    customers.to_csv(store / "customers.csv", index=False)
+    for result in (run(store, config=Config()), run(EXAMPLE_STORE, config=Config())):
+        assert result.classification is not None
+        for cid in result.classification.memberships:
+            got = segments.tag_import(cid, result, "juno-t")
+            pd.testing.assert_frame_equal(got, _reference_tag_import(cid, result, "juno-t"), check_exact=True)
