@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections import deque
@@ -115,20 +116,59 @@ _AHEAD = 2  # slices being turned into text while the previous one is written
 
 def _write_slices(path: Path, header: str, text: Callable[[int], memoryview], starts: range) -> None:
     """Each slice's text, in order; the next ones are built on a second thread meanwhile (Arrow
-    kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once."""
+    kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once. The file's
+    sha256 is taken from the bytes as they are written (see `written_sha256`)."""
+    digest = hashlib.sha256()
     with path.open("wb") as fh:
-        fh.write(header.encode("utf-8"))
+
+        def put(chunk: bytes | memoryview) -> None:
+            fh.write(chunk)
+            digest.update(chunk)
+
+        put(header.encode("utf-8"))
         if len(starts) == 1:
-            fh.write(text(starts[0]))
-            return
-        with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
-            pending: deque[Future[memoryview]] = deque()
-            for start in starts:
-                pending.append(pool.submit(text, start))
-                if len(pending) >= _AHEAD:
-                    fh.write(pending.popleft().result())
-            while pending:
-                fh.write(pending.popleft().result())
+            put(text(starts[0]))
+        else:
+            with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
+                pending: deque[Future[memoryview]] = deque()
+                for start in starts:
+                    pending.append(pool.submit(text, start))
+                    if len(pending) >= _AHEAD:
+                        put(pending.popleft().result())
+                while pending:
+                    put(pending.popleft().result())
+    _remember_sha256(path, digest.hexdigest())
+
+
+# sha256 of the files write_csv wrote, by path, with the size and modification time they had then.
+_WRITTEN: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember_sha256(path: Path, digest: str) -> None:
+    if len(_WRITTEN) >= 64:  # a long-lived process (tests, notebooks) keeps the latest only
+        del _WRITTEN[next(iter(_WRITTEN))]
+    _WRITTEN[str(path.resolve())] = (_stamp(path), digest)
+
+
+def written_sha256(path: Path) -> str | None:
+    """The sha256 of a file this process wrote with `write_csv`, if it is unchanged since (same
+    inode, size and modification time); None otherwise. Spares reading a large file back."""
+    key = str(path.resolve())
+    known = _WRITTEN.get(key)
+    if known is None:
+        return None
+    try:
+        if _stamp(path) == known[0]:
+            return known[1]
+    except OSError:
+        pass
+    del _WRITTEN[key]
+    return None
 
 
 def _quote_name(name: str) -> str:

@@ -29,6 +29,7 @@ from juno.render import (
     write_text_csv,
 )
 from juno.signals import Signals
+from juno.sources.generic import sha256_file
 
 EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 
@@ -449,3 +450,15 @@ def test_tag_import_matches_reference(tmp_path: Path) -> None:
         for cid in result.classification.memberships:
             got = segments.tag_import(cid, result, "juno-t")
             pd.testing.assert_frame_equal(got, _reference_tag_import(cid, result, "juno-t"), check_exact=True)
+
+
+def test_sha256_taken_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(juno.render, "_SLICE", 97)
+    path = tmp_path / "t.csv"
+    for frame in (_tricky_frame(1_000), _tricky_frame(50)):
+        write_csv(frame, path)
+        assert juno.render.written_sha256(path) == sha256_file(path)
+    with path.open("ab") as fh:
+        fh.write(b"x")
+    assert juno.render.written_sha256(path) is None
+    assert juno.render.written_sha256(tmp_path / "never.csv") is None
