@@ -13,6 +13,7 @@ import pytest
 from helpers import random_store
 
 import juno.render
+from juno import classify as classify_module
 from juno import report_html, segments
 from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
 from juno.classify import Classification, customer_table
@@ -233,6 +234,12 @@ def _check_classification(result: RunResult) -> None:
         assert got.dtype == object
         assert (got == _reference_next_actions(cl.primary, cl.flags, actions, config)).all()
     assert (cl.actions == _reference_next_actions(cl.primary, cl.flags, actions, result.config)).all()
+    n = len(sig.frame)
+    fast, plain = classify_module._member_texts(cl, n), classify_module._member_texts_objects(cl, n)
+    assert fast is not None
+    for a, b in zip(fast, plain, strict=True):
+        pd.testing.assert_extension_array_equal(a, b)
+    assert (cl.memberships and any(m.mask.any() for m in cl.memberships.values()))
     contacts = [store.customers, None, store.customers.drop(columns=["phone"])]
     for who in contacts:
         got_t = customer_table(sig, cl, contacts=who)
@@ -462,3 +469,16 @@ def test_sha256_taken_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         fh.write(b"x")
     assert juno.render.written_sha256(path) is None
     assert juno.render.written_sha256(tmp_path / "never.csv") is None
+
+
+def test_customer_table_with_odd_reasons_takes_the_object_path(tmp_path: Path) -> None:
+    import copy
+
+    result = run(random_store(tmp_path / "s", n=300), config=Config())
+    assert result.classification is not None and result.signals is not None
+    cl = copy.deepcopy(result.classification)
+    m = next(m for m in cl.memberships.values() if m.mask.any())
+    m.reasons[np.flatnonzero(m.mask)[0]] = None
+    assert classify_module._member_texts(cl, len(result.signals.frame)) is None
+    got = customer_table(result.signals, cl)
+    pd.testing.assert_frame_equal(got, _reference_customer_table(result.signals, cl), check_exact=True)
