@@ -227,6 +227,21 @@ def _fraction_text() -> pa.Array:
     return _FRACTIONS[0]
 
 
+_SMALL = 100_000
+_NUMBERS: list[pa.Array] = []
+
+
+def int_cells(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """Integers as decimal text (str(int)), null where `null`: small non-negative ones looked up
+    in a table of '0' ... '99999', others cast by Arrow."""
+    v = np.asarray(values)
+    if len(v) and v.dtype.kind in "iu" and int(v.min()) >= 0 and int(v.max()) < _SMALL:
+        if not _NUMBERS:
+            _NUMBERS.append(pa.array([str(i) for i in range(_SMALL)], pa.large_string()))
+        return _NUMBERS[0].take(pa.array(v, mask=null))
+    return pa.array(v, mask=null).cast(pa.large_string())
+
+
 def float_cells(values: np.ndarray) -> pa.Array:
     """`format_floats` as an Arrow array (NaN as null): whole part cast by Arrow, the fraction
     looked up in a table of the 10,000 four-digit endings. Huge or infinite values take
@@ -238,7 +253,7 @@ def float_cells(values: np.ndarray) -> pa.Array:
         return _large(pa.array(format_floats(values), pa.large_string()))
     k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
     whole, frac = np.divmod(k, 10_000)
-    parts = [pa.array(whole, mask=nan if nan.any() else None).cast(pa.large_string())]
+    parts = [int_cells(whole, nan if nan.any() else None)]
     if frac.any():  # whole numbers need no fraction column
         parts.append(_fraction_text().take(pa.array(frac)))
     negative = np.signbit(v)  # -0.0 prints as "-0", as f"" does
@@ -261,7 +276,7 @@ def csv_cells(s: pd.Series) -> pa.Array:
     if kind == "b" and numpy_backed:
         return pc.if_else(pa.array(s.to_numpy(bool)), _L("true"), _L("false"))
     if kind in "iu" and numpy_backed:
-        return pa.array(s.to_numpy()).cast(pa.large_string())
+        return int_cells(s.to_numpy())
     if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
         return quote_cells(_large(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
     text = _large(pa.array(s.astype("string")))

@@ -26,6 +26,7 @@ from juno.render import (
     escape_text,
     float_cells,
     format_floats,
+    int_cells,
     write_csv,
     write_text_csv,
 )
@@ -482,3 +483,20 @@ def test_customer_table_with_odd_reasons_takes_the_object_path(tmp_path: Path) -
     assert classify_module._member_texts(cl, len(result.signals.frame)) is None
     got = customer_table(result.signals, cl)
     pd.testing.assert_frame_equal(got, _reference_customer_table(result.signals, cl), check_exact=True)
+
+
+def test_int_cells_match_str() -> None:
+    rng = np.random.default_rng(13)
+    for v in (
+        rng.integers(0, 99_999, 5_000),
+        np.array([0, 99_999, 100_000, 7]),
+        rng.integers(-(10**15), 10**15, 5_000),
+        np.array([2**63 - 1, -(2**63)], dtype=np.int64),
+        np.array([2**64 - 1, 0], dtype=np.uint64),
+        rng.integers(0, 120, 300).astype(np.int8),
+        np.array([], dtype=np.int64),
+    ):
+        assert int_cells(v).to_pylist() == [str(int(x)) for x in v]
+    null = np.array([False, True, False])
+    assert int_cells(np.array([1, 2, 300_000]), null).to_pylist() == ["1", None, "300000"]
+    assert int_cells(np.array([1, 2, 3]), null).to_pylist() == ["1", None, "3"]
