@@ -183,31 +183,10 @@ def _csv_specials() -> str:
 
 
 _SPECIALS = _csv_specials()
-_NEEDS_QUOTES = "[" + _SPECIALS.replace("\n", "\\n").replace("\r", "\\r") + "]"
 
 
 def _L(text: str) -> pa.Scalar:
     return pa.scalar(text, pa.large_string())
-
-
-def csv_rows(text: pd.DataFrame) -> bytes:
-    """Rows of an all-text frame as CSV bytes, as pandas' to_csv writes them (minimal quoting,
-    NA as empty, '\\n' line ends), joined by Arrow kernels instead of the csv module."""
-    cols = []
-    for col in text.columns:
-        a = pa.array(text[col].astype("string"), type=pa.large_string()).fill_null("")
-        needs = pc.match_substring_regex(a, _NEEDS_QUOTES)
-        quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a, '"', '""'), _L('"'), _L(""))
-        cols.append(pc.if_else(needs, quoted, a))
-    lines = pc.binary_join_element_wise(*cols, _L(""), _L(","))
-    # Each row ends in the empty last column's separator: swap the trailing ',' for a newline.
-    lines = pc.binary_join_element_wise(pc.utf8_slice_codeunits(lines, 0, -1), _L(""), _L("\n"))
-    chunk = pa.concat_arrays(lines.chunks) if isinstance(lines, pa.ChunkedArray) else lines
-    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
-    data = chunk.buffers()[2]
-    assert data is not None
-    out: bytes = data.to_pybytes()[offsets[0] : offsets[-1]]
-    return out
 
 
 def _large(a: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -292,6 +271,8 @@ def _buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells whose first byte is one of `chars` (ASCII): starts_with, read off the buffers."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
     offsets, data = _buffers(a)
     starts = offsets[:-1]
     nonempty = offsets[1:] > starts
@@ -302,6 +283,8 @@ def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
 
 def _holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
     offsets, data = _buffers(a)
     body = data[offsets[0] : offsets[-1]]
     hit = body == chars[0]
