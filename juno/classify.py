@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from juno.assess import confidence, priority_score, stability, value_at_stake
 from juno.brief import CohortFacts, FlagCount
@@ -208,17 +209,11 @@ _STATUS = ("classified", "excluded", "merged", "unclassified")
 _WHY_FIXED = ("no orders", "only cancelled or fully refunded orders", "no cohort rule met")
 
 
-def customer_table(
-    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """Every input customer: classified, or with the reason it is not.
+_VIP_NOTE = "not vip: discount-dependent high spender"
 
-    `contacts` (the store's customers, row-aligned with the signals) adds email and phone, which
-    the reviewed member files need.
-    """
-    f = signals.frame
-    n = len(f)
-    prio = {c.cohort: c.priority for c in cl.cohort_facts}
+
+def _member_texts_objects(cl: Classification, n: int) -> tuple[Any, Any]:
+    """The cohorts and reason_codes columns built as object arrays (any reasons, any size)."""
     cohorts_col = np.full(n, "", dtype=object)
     reasons = np.full(n, "", dtype=object)
     for cid in [c for c in cl.memberships]:
@@ -234,9 +229,72 @@ def customer_table(
         reasons[idx] = np.where(cur == "", text, cur + " | " + text)
     if "vip" in cl.memberships:
         idx = np.flatnonzero(vip_excluded_for_discounts(cl.ctx))
-        note = "not vip: discount-dependent high spender"
         cur = reasons[idx]
-        reasons[idx] = np.where(cur == "", note, cur + " | " + note)
+        reasons[idx] = np.where(cur == "", _VIP_NOTE, cur + " | " + _VIP_NOTE)
+    return _text(cohorts_col), _text(reasons)
+
+
+def _member_texts(cl: Classification, n: int) -> tuple[Any, Any] | None:
+    """`_member_texts_objects` by Arrow: the cohorts a customer is in as a bit code taken from
+    the texts of every combination, reasons joined over the rows in some cohort only. None
+    when a member's reasons are not all strings (the object path keeps its text)."""
+    cids = list(cl.memberships)
+    if n == 0 or len(cids) > 12:
+        return None
+    notes = vip_excluded_for_discounts(cl.ctx) if "vip" in cl.memberships else np.zeros(n, dtype=bool)
+    anywhere = notes.copy()
+    code = np.zeros(n, dtype=np.int64)
+    for bit, cid in enumerate(cids):
+        mask = np.asarray(cl.memberships[cid].mask, dtype=bool)
+        anywhere |= mask
+        code |= mask.astype(np.int64) << bit
+    rows = np.flatnonzero(anywhere)  # the customers with any reason text
+    acc: pa.Array | None = None
+    sep = pa.scalar(" | ", pa.large_string())
+    order: list[str | None] = [*cids, None]  # None: the not-vip note, last
+    for who in order:
+        mask = (notes if who is None else np.asarray(cl.memberships[who].mask, dtype=bool))[rows]
+        if not mask.any():
+            continue
+        if who is None:
+            text = pa.array(np.full(int(mask.sum()), _VIP_NOTE, dtype=object), pa.large_string())
+        else:
+            try:
+                raw = pa.array(cl.memberships[who].reasons[rows[mask]], pa.large_string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return None
+            if raw.null_count:
+                return None
+            prefix = pa.scalar(who + ": ", pa.large_string())
+            empty = pa.scalar("", pa.large_string())
+            text = pc.binary_join_element_wise(prefix, pc.replace_substring(raw, ";", ", "), empty)
+        spread = text.take(pa.array(np.cumsum(mask) - 1, mask=~mask))  # null off the cohort
+        # Appended after the cohorts before it, as ' | ' joins them; absent where it has no text.
+        acc = spread if acc is None else pc.coalesce(pc.binary_join_element_wise(acc, spread, sep), acc, spread)
+    names = [";".join(c for b, c in enumerate(cids) if k >> b & 1) for k in range(1 << len(cids))]
+    where = np.full(n, len(rows), dtype=np.int64)
+    where[rows] = np.arange(len(rows))
+    reasons = pa.array([""] * len(rows) if acc is None else acc.fill_null(""), pa.large_string())
+    reasons = pa.concat_arrays([reasons, pa.array([""], pa.large_string())]).take(pa.array(where))
+    dtype = pd.StringDtype("pyarrow", na_value=np.nan)
+    return _coded(names, code), pd.array(reasons, dtype=dtype)
+
+
+def customer_table(
+    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Every input customer: classified, or with the reason it is not.
+
+    `contacts` (the store's customers, row-aligned with the signals) adds email and phone, which
+    the reviewed member files need.
+    """
+    f = signals.frame
+    n = len(f)
+    prio = {c.cohort: c.priority for c in cl.cohort_facts}
+    texts = _member_texts(cl, n)
+    if texts is None:
+        texts = _member_texts_objects(cl, n)
+    cohorts_col, reasons_col = texts
     prim = cl.primary
     classified = prim != ""
     excluded = f["excluded"].to_numpy(bool)
@@ -280,12 +338,12 @@ def customer_table(
         "customer_id": _as_str(f["customer_id"]),
         "status": _coded(list(_STATUS), status),
         "primary_cohort": primary_col,
-        "cohorts": _text(cohorts_col),
+        "cohorts": cohorts_col,
         "flags": _coded(*flag_codes(cl.flags)),
         "held_back": cl.held & classified,
         "next_action": _text(cl.actions),
         "priority": priority_col,
-        "reason_codes": _text(reasons),
+        "reason_codes": reasons_col,
         "flag_detail": _text(cl.flags.detail),
         "unclassified_reason": _text(why),
     }

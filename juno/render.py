@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 from collections import deque
@@ -27,6 +28,15 @@ def escape_cells(s: pd.Series) -> pd.Series:
     t = s.astype("string")
     risky = t.str.startswith(FORMULA_START, na=False)
     return t.where(~risky, "'" + t)
+
+
+def escape_text(s: pd.Series) -> pd.Series:
+    """`escape_cells` for a text column without NA, by Arrow (the same Series)."""
+    t = s.astype("string")
+    a = _large(pa.array(t))
+    if a.null_count or not isinstance(t.dtype, pd.StringDtype) or t.dtype.storage != "pyarrow":
+        return escape_cells(s)
+    return pd.Series(pd.array(escape_formulas(a), dtype=t.dtype), index=t.index, name=t.name)
 
 
 def format_float(v: float) -> str:
@@ -106,20 +116,59 @@ _AHEAD = 2  # slices being turned into text while the previous one is written
 
 def _write_slices(path: Path, header: str, text: Callable[[int], memoryview], starts: range) -> None:
     """Each slice's text, in order; the next ones are built on a second thread meanwhile (Arrow
-    kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once."""
+    kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once. The file's
+    sha256 is taken from the bytes as they are written (see `written_sha256`)."""
+    digest = hashlib.sha256()
     with path.open("wb") as fh:
-        fh.write(header.encode("utf-8"))
+
+        def put(chunk: bytes | memoryview) -> None:
+            fh.write(chunk)
+            digest.update(chunk)
+
+        put(header.encode("utf-8"))
         if len(starts) == 1:
-            fh.write(text(starts[0]))
-            return
-        with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
-            pending: deque[Future[memoryview]] = deque()
-            for start in starts:
-                pending.append(pool.submit(text, start))
-                if len(pending) >= _AHEAD:
-                    fh.write(pending.popleft().result())
-            while pending:
-                fh.write(pending.popleft().result())
+            put(text(starts[0]))
+        else:
+            with ThreadPoolExecutor(max_workers=_AHEAD) as pool:
+                pending: deque[Future[memoryview]] = deque()
+                for start in starts:
+                    pending.append(pool.submit(text, start))
+                    if len(pending) >= _AHEAD:
+                        put(pending.popleft().result())
+                while pending:
+                    put(pending.popleft().result())
+    _remember_sha256(path, digest.hexdigest())
+
+
+# sha256 of the files write_csv wrote, by path, with the size and modification time they had then.
+_WRITTEN: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remember_sha256(path: Path, digest: str) -> None:
+    if len(_WRITTEN) >= 64:  # a long-lived process (tests, notebooks) keeps the latest only
+        del _WRITTEN[next(iter(_WRITTEN))]
+    _WRITTEN[str(path.resolve())] = (_stamp(path), digest)
+
+
+def written_sha256(path: Path) -> str | None:
+    """The sha256 of a file this process wrote with `write_csv`, if it is unchanged since (same
+    inode, size and modification time); None otherwise. Spares reading a large file back."""
+    key = str(path.resolve())
+    known = _WRITTEN.get(key)
+    if known is None:
+        return None
+    try:
+        if _stamp(path) == known[0]:
+            return known[1]
+    except OSError:
+        pass
+    del _WRITTEN[key]
+    return None
 
 
 def _quote_name(name: str) -> str:
@@ -134,31 +183,10 @@ def _csv_specials() -> str:
 
 
 _SPECIALS = _csv_specials()
-_NEEDS_QUOTES = "[" + _SPECIALS.replace("\n", "\\n").replace("\r", "\\r") + "]"
 
 
 def _L(text: str) -> pa.Scalar:
     return pa.scalar(text, pa.large_string())
-
-
-def csv_rows(text: pd.DataFrame) -> bytes:
-    """Rows of an all-text frame as CSV bytes, as pandas' to_csv writes them (minimal quoting,
-    NA as empty, '\\n' line ends), joined by Arrow kernels instead of the csv module."""
-    cols = []
-    for col in text.columns:
-        a = pa.array(text[col].astype("string"), type=pa.large_string()).fill_null("")
-        needs = pc.match_substring_regex(a, _NEEDS_QUOTES)
-        quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a, '"', '""'), _L('"'), _L(""))
-        cols.append(pc.if_else(needs, quoted, a))
-    lines = pc.binary_join_element_wise(*cols, _L(""), _L(","))
-    # Each row ends in the empty last column's separator: swap the trailing ',' for a newline.
-    lines = pc.binary_join_element_wise(pc.utf8_slice_codeunits(lines, 0, -1), _L(""), _L("\n"))
-    chunk = pa.concat_arrays(lines.chunks) if isinstance(lines, pa.ChunkedArray) else lines
-    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[chunk.offset : chunk.offset + len(chunk) + 1]
-    data = chunk.buffers()[2]
-    assert data is not None
-    out: bytes = data.to_pybytes()[offsets[0] : offsets[-1]]
-    return out
 
 
 def _large(a: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -178,6 +206,21 @@ def _fraction_text() -> pa.Array:
     return _FRACTIONS[0]
 
 
+_SMALL = 100_000
+_NUMBERS: list[pa.Array] = []
+
+
+def int_cells(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
+    """Integers as decimal text (str(int)), null where `null`: small non-negative ones looked up
+    in a table of '0' ... '99999', others cast by Arrow."""
+    v = np.asarray(values)
+    if len(v) and v.dtype.kind in "iu" and int(v.min()) >= 0 and int(v.max()) < _SMALL:
+        if not _NUMBERS:
+            _NUMBERS.append(pa.array([str(i) for i in range(_SMALL)], pa.large_string()))
+        return _NUMBERS[0].take(pa.array(v, mask=null))
+    return pa.array(v, mask=null).cast(pa.large_string())
+
+
 def float_cells(values: np.ndarray) -> pa.Array:
     """`format_floats` as an Arrow array (NaN as null): whole part cast by Arrow, the fraction
     looked up in a table of the 10,000 four-digit endings. Huge or infinite values take
@@ -189,7 +232,7 @@ def float_cells(values: np.ndarray) -> pa.Array:
         return _large(pa.array(format_floats(values), pa.large_string()))
     k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
     whole, frac = np.divmod(k, 10_000)
-    parts = [pa.array(whole, mask=nan if nan.any() else None).cast(pa.large_string())]
+    parts = [int_cells(whole, nan if nan.any() else None)]
     if frac.any():  # whole numbers need no fraction column
         parts.append(_fraction_text().take(pa.array(frac)))
     negative = np.signbit(v)  # -0.0 prints as "-0", as f"" does
@@ -212,7 +255,7 @@ def csv_cells(s: pd.Series) -> pa.Array:
     if kind == "b" and numpy_backed:
         return pc.if_else(pa.array(s.to_numpy(bool)), _L("true"), _L("false"))
     if kind in "iu" and numpy_backed:
-        return pa.array(s.to_numpy()).cast(pa.large_string())
+        return int_cells(s.to_numpy())
     if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
         return quote_cells(_large(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
     text = _large(pa.array(s.astype("string")))
@@ -228,6 +271,8 @@ def _buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells whose first byte is one of `chars` (ASCII): starts_with, read off the buffers."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
     offsets, data = _buffers(a)
     starts = offsets[:-1]
     nonempty = offsets[1:] > starts
@@ -238,6 +283,8 @@ def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
 
 def _holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
     offsets, data = _buffers(a)
     body = data[offsets[0] : offsets[-1]]
     hit = body == chars[0]

@@ -122,6 +122,25 @@ def _held(brief: Brief) -> tuple[list[HeldRow], int]:
     return rows, top
 
 
+def _cell_counts(xb: np.ndarray, yb: np.ndarray, prim: pd.Series, keep: np.ndarray) -> pd.DataFrame:
+    """Customers per (x, y, primary cohort) cell, sorted by the three: what
+    `DataFrame({x, y, p}).groupby([x, y, p], sort=True).size()` gives, counted over integer keys
+    (the cohort as its rank among the sorted names) instead of grouping a million strings."""
+    codes, names = pd.factorize(prim, sort=True)
+    code = codes[keep].astype(np.int64)
+    k = len(names)
+    key = (xb.astype(np.int64) * GRID_Y + yb.astype(np.int64)) * k + code
+    cells, n = np.unique(key, return_counts=True)
+    return pd.DataFrame(
+        {
+            "x": cells // (GRID_Y * k),
+            "y": cells // k % GRID_Y,
+            "p": np.asarray(names, dtype=object)[cells % k],
+            "n": n.astype(np.int64),
+        }
+    )
+
+
 def _grid(customers: pd.DataFrame | None) -> Grid:
     """A fixed-size 2D histogram, so the page stays small whatever the number of customers."""
     grid = Grid()
@@ -133,7 +152,7 @@ def _grid(customers: pd.DataFrame | None) -> Grid:
     if not keep.any():
         return grid
     rec, val = rec[keep], val[keep]
-    prim = customers["primary_cohort"].astype("string").fillna("").to_numpy(object)[keep]
+    prim = customers["primary_cohort"].astype("string").fillna("")
     x_max = max(float(np.nanmax(rec)), 1.0)
     x_step = next((s for s in X_STEPS if (x_max + 1) / s <= GRID_X), X_STEPS[-1])
     grid.columns = min(math.ceil((x_max + 1) / x_step), GRID_X)
@@ -142,8 +161,11 @@ def _grid(customers: pd.DataFrame | None) -> Grid:
     lo, hi = math.floor(float(lv.min())), math.ceil(float(lv.max()) + 1e-9)
     hi = max(hi, lo + 1)
     yb = np.minimum(((lv - lo) / (hi - lo) * GRID_Y).astype(int), GRID_Y - 1)
-    frame = pd.DataFrame({"x": xb, "y": yb, "p": prim})
-    counts = frame.groupby(["x", "y", "p"], sort=True).size().rename("n").reset_index()
+    if xb.min() >= 0:
+        counts = _cell_counts(xb, yb, prim, keep)
+    else:  # negative recency (orders after as_of): group as they are
+        frame = pd.DataFrame({"x": xb, "y": yb, "p": prim.to_numpy(object)[keep]})
+        counts = frame.groupby(["x", "y", "p"], sort=True).size().rename("n").reset_index()
     total = counts.groupby(["x", "y"])["n"].transform("sum")
     # The dominant primary cohort per cell; unclassified only when no cohort is present.
     counts["rank"] = np.where(counts["p"] == "", 0, 1)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from juno.checks import HOLD_FLAGS
 from juno.errors import JunoError
-from juno.render import FORMULA_START
+from juno.render import FORMULA_START, written_sha256
 from juno.sources.generic import sha256_file
 
 if TYPE_CHECKING:
@@ -98,7 +98,11 @@ def fingerprint_of(info: dict[str, Any], folder: Path) -> Fingerprint:
         config_sha256=config_sha256(info["config"]),
         store=str(Path(info["store"]).expanduser().resolve()),
         inputs={str(f["path"]): str(f["sha256"]) for f in info["inputs"]},
-        outputs={n: sha256_file(folder / n) for n in FINGERPRINTED_OUTPUTS if (folder / n).exists()},
+        outputs={
+            n: written_sha256(folder / n) or sha256_file(folder / n)
+            for n in FINGERPRINTED_OUTPUTS
+            if (folder / n).exists()
+        },
     )
 
 

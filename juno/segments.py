@@ -545,7 +545,7 @@ def _row_aligned(a: pd.Series, b: pd.Series) -> bool:
 
 def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
-    from juno.render import csv_frame
+    from juno.render import escape_text
 
     cl, store = result.classification, result.store
     assert cl is not None and store is not None and result.signals is not None
@@ -554,7 +554,8 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     if _row_aligned(store.customers["customer_id"], ids):
         # The usual case (signals have one row per store customer, in the same order): members
         # by position, not by a string index over every customer.
-        members = store.customers.take(np.flatnonzero(mask))
+        used = [c for c in ("first_name", "last_name", "email", "phone", "tags") if c in store.customers]
+        members = store.customers[used].take(np.flatnonzero(mask))
     else:
         cust = store.customers.set_index("customer_id")
         members = cust.reindex(pd.Index(ids.to_numpy()[mask], dtype="string"))
@@ -577,7 +578,7 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     )
     contactable = (frame["Email"] != "") | (frame["Phone"] != "")
     frame = frame[contactable.to_numpy(bool)].reset_index(drop=True)
-    out = csv_frame(frame)
+    out = pd.DataFrame({c: escape_text(frame[c]) for c in frame.columns}, index=frame.index)  # csv_frame
     # A bare phone number ('+1 619 555 0132') is harmless to a spreadsheet and Shopify's importer
     # needs it unprefixed; anything else in the column is escaped like every other cell.
     plain_phone = frame["Phone"].str.fullmatch(r"\+?[0-9 ()./-]+", na=False).to_numpy(bool)

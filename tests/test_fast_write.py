@@ -13,14 +13,25 @@ import pytest
 from helpers import random_store
 
 import juno.render
-from juno import segments
+from juno import classify as classify_module
+from juno import report_html, segments
 from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
 from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, vip_excluded_for_discounts
 from juno.config import Config
 from juno.pipeline import RunResult, run
-from juno.render import csv_frame, float_cells, format_floats, write_csv, write_text_csv
+from juno.render import (
+    csv_frame,
+    escape_cells,
+    escape_text,
+    float_cells,
+    format_floats,
+    int_cells,
+    write_csv,
+    write_text_csv,
+)
 from juno.signals import Signals
+from juno.sources.generic import sha256_file
 
 EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 
@@ -224,6 +235,12 @@ def _check_classification(result: RunResult) -> None:
         assert got.dtype == object
         assert (got == _reference_next_actions(cl.primary, cl.flags, actions, config)).all()
     assert (cl.actions == _reference_next_actions(cl.primary, cl.flags, actions, result.config)).all()
+    n = len(sig.frame)
+    fast, plain = classify_module._member_texts(cl, n), classify_module._member_texts_objects(cl, n)
+    assert fast is not None
+    for a, b in zip(fast, plain, strict=True):
+        pd.testing.assert_extension_array_equal(a, b)
+    assert (cl.memberships and any(m.mask.any() for m in cl.memberships.values()))
     contacts = [store.customers, None, store.customers.drop(columns=["phone"])]
     for who in contacts:
         got_t = customer_table(sig, cl, contacts=who)
@@ -333,3 +350,153 @@ def test_cycle_rows_match_reference() -> None:
         got.append(segments._cycle_rows(fake))  # type: ignore[arg-type]
         assert got[-1] == _reference_cycle_rows(fake)  # type: ignore[arg-type]
     assert ("sku", "S1", None, 20.5) in got[0] and ("sku", "S2", "tea", 14.0) in got[0]
+
+
+# ---------------------------------------------------------------- the HTML brief's grid
+
+
+def _reference_cell_counts(customers: pd.DataFrame) -> pd.DataFrame:
+    """The grouping _grid did before: a DataFrame of (x, y, cohort) grouped with pandas."""
+    import math
+
+    rec = pd.to_numeric(customers["recency_days"], errors="coerce").to_numpy(float)
+    val = pd.to_numeric(customers["value_lifetime"], errors="coerce").to_numpy(float)
+    keep = np.isfinite(rec) & np.isfinite(val) & (val > 0) & (customers["status"] != "excluded").to_numpy()
+    rec, val = rec[keep], val[keep]
+    prim = customers["primary_cohort"].astype("string").fillna("").to_numpy(object)[keep]
+    x_max = max(float(np.nanmax(rec)), 1.0)
+    x_step = next((s for s in report_html.X_STEPS if (x_max + 1) / s <= report_html.GRID_X), 365)
+    columns = min(math.ceil((x_max + 1) / x_step), report_html.GRID_X)
+    xb = np.minimum((rec // x_step).astype(int), columns - 1)
+    lv = np.log10(val)
+    lo, hi = math.floor(float(lv.min())), math.ceil(float(lv.max()) + 1e-9)
+    hi = max(hi, lo + 1)
+    yb = np.minimum(((lv - lo) / (hi - lo) * report_html.GRID_Y).astype(int), report_html.GRID_Y - 1)
+    frame = pd.DataFrame({"x": xb, "y": yb, "p": prim})
+    return frame.groupby(["x", "y", "p"], sort=True).size().rename("n").reset_index()
+
+
+def test_grid_counts_match_groupby(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run(EXAMPLE_STORE, config=Config())
+    assert result.customers is not None
+    rng = np.random.default_rng(9)
+    n = 5_000
+    synthetic = pd.DataFrame(
+        {
+            "recency_days": np.where(rng.random(n) < 0.05, np.nan, rng.integers(0, 900, n).astype(float)),
+            "value_lifetime": rng.lognormal(4, 2, n) * (rng.random(n) < 0.95),
+            "status": rng.choice(["classified", "excluded", "unclassified"], n),
+            "primary_cohort": pd.Series(rng.choice(["vip", "near_vip", "", None, "é", "Z"], n), dtype="str"),
+        }
+    )
+    seen: list[pd.DataFrame] = []
+    real = report_html._cell_counts
+
+    def spy(*args: object) -> pd.DataFrame:
+        out = real(*args)  # type: ignore[arg-type]
+        seen.append(out.copy())
+        return out
+
+    monkeypatch.setattr(report_html, "_cell_counts", spy)
+    for customers in (result.customers, synthetic):
+        report_html._grid(customers)
+        pd.testing.assert_frame_equal(seen[-1], _reference_cell_counts(customers), check_exact=True)
+
+
+def test_escape_text_matches_escape_cells() -> None:
+    rng = np.random.default_rng(11)
+    values = rng.choice(np.array([t for t in TRICKY_TEXT if t is not None], dtype=object), 2_000)
+    for s in (
+        pd.Series(values, dtype="string"),
+        pd.Series(values, dtype="str", index=np.arange(5, 2_005)),
+        pd.Series(values, dtype=object, name="x"),
+        pd.Series([None, "=a"], dtype="string"),  # NA: escape_cells itself
+        pd.Series([], dtype="string"),
+    ):
+        pd.testing.assert_series_equal(escape_text(s), escape_cells(s), check_exact=True)
+
+
+def _reference_tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
+    """tag_import as it was: members by a string reindex, escaped by csv_frame."""
+    cl, store = result.classification, result.store
+    assert cl is not None and store is not None and result.signals is not None
+    ids = result.signals.frame["customer_id"].to_numpy()[cl.memberships[cid].mask]
+    members = store.customers.set_index("customer_id").reindex(pd.Index(ids, dtype="string"))
+
+    def col(name: str) -> pd.Series:
+        if name in members:
+            return members[name].astype("string").fillna("").reset_index(drop=True)
+        return pd.Series("", index=range(len(members)), dtype="string")
+
+    existing = col("tags")
+    frame = pd.DataFrame(
+        {
+            "First Name": col("first_name"),
+            "Last Name": col("last_name"),
+            "Email": col("email"),
+            "Phone": col("phone"),
+            "Tags": existing.where(existing == "", existing + ", ") + tag,
+        }
+    )
+    frame = frame[((frame["Email"] != "") | (frame["Phone"] != "")).to_numpy(bool)].reset_index(drop=True)
+    out = csv_frame(frame)
+    plain_phone = frame["Phone"].str.fullmatch(r"\+?[0-9 ()./-]+", na=False).to_numpy(bool)
+    out["Phone"] = out["Phone"].where(~plain_phone, frame["Phone"])
+    return out
+
+
+def test_tag_import_matches_reference(tmp_path: Path) -> None:
+    store = random_store(tmp_path / "s", n=400, staff_tags=True)
+    customers = pd.read_csv(store / "customers.csv", dtype=str)
+    rng = np.random.default_rng(12)
+    customers["first_name"] = rng.choice(np.array([t for t in TRICKY_TEXT if t], dtype=object), len(customers))
+    phones = np.array(["+1 619 555 0132", "=HYPERLINK()", "", "-5"], dtype=object)
+    customers["phone"] = rng.choice(phones, len(customers))
+    customers.to_csv(store / "customers.csv", index=False)
+    for result in (run(store, config=Config()), run(EXAMPLE_STORE, config=Config())):
+        assert result.classification is not None
+        for cid in result.classification.memberships:
+            got = segments.tag_import(cid, result, "juno-t")
+            pd.testing.assert_frame_equal(got, _reference_tag_import(cid, result, "juno-t"), check_exact=True)
+
+
+def test_sha256_taken_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(juno.render, "_SLICE", 97)
+    path = tmp_path / "t.csv"
+    for frame in (_tricky_frame(1_000), _tricky_frame(50)):
+        write_csv(frame, path)
+        assert juno.render.written_sha256(path) == sha256_file(path)
+    with path.open("ab") as fh:
+        fh.write(b"x")
+    assert juno.render.written_sha256(path) is None
+    assert juno.render.written_sha256(tmp_path / "never.csv") is None
+
+
+def test_customer_table_with_odd_reasons_takes_the_object_path(tmp_path: Path) -> None:
+    import copy
+
+    result = run(random_store(tmp_path / "s", n=300), config=Config())
+    assert result.classification is not None and result.signals is not None
+    cl = copy.deepcopy(result.classification)
+    m = next(m for m in cl.memberships.values() if m.mask.any())
+    m.reasons[np.flatnonzero(m.mask)[0]] = None
+    assert classify_module._member_texts(cl, len(result.signals.frame)) is None
+    got = customer_table(result.signals, cl)
+    pd.testing.assert_frame_equal(got, _reference_customer_table(result.signals, cl), check_exact=True)
+
+
+def test_int_cells_match_str() -> None:
+    rng = np.random.default_rng(13)
+    for v in (
+        rng.integers(0, 99_999, 5_000),
+        np.array([0, 99_999, 100_000, 7]),
+        rng.integers(-(10**15), 10**15, 5_000),
+        np.array([2**63 - 1, -(2**63)], dtype=np.int64),
+        np.array([2**64 - 1, 0], dtype=np.uint64),
+        rng.integers(0, 120, 300).astype(np.int8),
+        np.array([], dtype=np.int64),
+    ):
+        assert int_cells(v).to_pylist() == [str(int(x)) for x in v]
+    null = np.array([False, True, False])
+    assert int_cells(np.array([1, 2, 300_000]), null).to_pylist() == ["1", None, "300000"]
+    assert int_cells(np.array([1, 2, 3]), null).to_pylist() == ["1", None, "3"]
