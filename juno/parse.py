@@ -79,15 +79,21 @@ def is_increasing(s: pd.Series) -> bool:
     """True when every value is greater than the one before (so no two are equal); no missing."""
     if not _is_arrow_string(s):
         return bool(s.notna().all() and s.is_monotonic_increasing and s.is_unique)
-    arr = arrow_of(s)
+    arr = arrow_chunks(s)
     if arr.null_count:
         return False
     n = len(arr)
     return n < 2 or bool(pc.all(pc.greater(arr.slice(1), arr.slice(0, n - 1))).as_py())
 
 
+def arrow_chunks(s: pd.Series) -> pa.Array | pa.ChunkedArray:
+    """The column's Arrow data as it is held (a Parquet read leaves dozens of chunks): kernels
+    run over chunks, so no contiguous copy of a large column is made."""
+    return pa.array(s)
+
+
 def arrow_of(s: pd.Series) -> pa.Array:
-    """The column as one contiguous Arrow array (no copy when it already is one)."""
+    """The column as one contiguous Arrow array (a copy when it is held in chunks)."""
     arr = pa.array(s)
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks() if arr.num_chunks != 1 else arr.chunk(0)
@@ -105,14 +111,14 @@ def run_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
     n = len(values)
     if n < 2 or not (_is_arrow_string(values) and _is_arrow_string(keys)):
         return positions(values, keys)
-    arr = arrow_of(values)
+    arr = arrow_chunks(values)
     change = pc.not_equal(arr.slice(1), arr.slice(0, n - 1)).fill_null(True)
     starts = np.flatnonzero(np.r_[True, np.asarray(change.to_numpy(zero_copy_only=False), dtype=bool)])
     if len(starts) > 0.8 * n:  # not grouped: a run per value gains nothing
         return positions(values, keys)
     runs = arr.take(pa.array(starts))
     lengths = np.diff(np.r_[starts, n])
-    karr = arrow_of(keys)
+    karr = arrow_chunks(keys)
     if (
         len(runs) == len(karr)
         and runs.null_count == 0
@@ -134,7 +140,7 @@ def has_duplicates(s: pd.Series) -> bool:
     (ids usually are) answers by one comparison pass, other columns by one hash pass."""
     if not _is_arrow_string(s):
         return bool((s.duplicated(keep=False) & s.notna()).any())
-    arr = arrow_of(s)
+    arr = arrow_chunks(s)
     if arr.null_count:
         arr = arr.drop_null()
     n = len(arr)
@@ -292,8 +298,31 @@ def _as_ns(v: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Nanosecond timestamps; dates outside 1677-2262 (year -1, 9999) become missing, and bad."""
     if v.dtype == "datetime64[ns]":
         return v, pd.Series(False, index=v.index)
+    within = _within_ns(v)
+    if within is not None:
+        return within, pd.Series(False, index=v.index)
     outside = (v < pd.Timestamp.min) | (v > pd.Timestamp.max)
     return v.mask(outside).astype("datetime64[ns]"), outside.fillna(False).astype(bool)
+
+
+def _within_ns(v: pd.Series) -> pd.Series | None:
+    """`v` (naive, in s/ms/us) as datetime64[ns] by integer arithmetic when every value fits in
+    nanoseconds with room to spare (None otherwise): what the comparisons and cast give then."""
+    if not isinstance(v.dtype, np.dtype) or v.dtype.kind != "M":
+        return None
+    values = v.to_numpy()
+    per = {"s": 10**9, "ms": 10**6, "us": 10**3}.get(np.datetime_data(values.dtype)[0])
+    if per is None:
+        return None
+    ints = values.view(np.int64)
+    missing = ints == np.iinfo(np.int64).min
+    present = ints[~missing] if missing.any() else ints
+    low, high = (bound * (10**9 // per) for bound in _NS_SECONDS)
+    if len(present) and (present.min() < low or present.max() > high):
+        return None
+    ns = ints * per
+    ns[missing] = np.iinfo(np.int64).min
+    return pd.Series(ns.view("datetime64[ns]"), index=v.index, name=v.name)
 
 
 def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -319,7 +348,8 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         v, _ = _as_ns(v.dt.tz_localize(None))
         bad = v.isna() & ~empty
     implausible = v < EARLIEST
-    v = v.mask(implausible)
+    if implausible.any():
+        v = v.mask(implausible)
     return v, bad | implausible
 
 
@@ -327,6 +357,8 @@ def parse_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Booleans from true/false, yes/no, 1/0 in any case; blank is False. Returns (values, bad)."""
     if s.dtype.kind == "b":
         return s.fillna(False).astype(bool), pd.Series(False, index=s.index)
+    if s.isna().all():  # an absent column: every cell blank, so False and not bad
+        return pd.Series(False, index=s.index, name=s.name), pd.Series(False, index=s.index, name=s.name)
     t = s.astype("string").str.strip().str.lower().fillna("")
     val = t.isin(_TRUE)
     bad = ~val & ~t.isin(_FALSE)

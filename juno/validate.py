@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 from juno.config import Config
 from juno.errors import InputError
 from juno.parse import (
+    arrow_chunks,
     arrow_of,
     arrow_positions,
     blank,
@@ -412,10 +413,10 @@ def _customer_rows(
     One hash lookup of every order's id in the customers table; the few new ids are then found
     among themselves. Without a customers table every id is new, in order of first appearance.
     """
-    arr = arrow_of(ids)
+    arr = arrow_chunks(ids)
     rejected_ids = pa.array(rejected, type=arr.type, from_pandas=True)
     if customers is None:
-        encoded = pc.dictionary_encode(arr)
+        encoded = pc.dictionary_encode(arrow_of(ids))
         seen: pa.Array = encoded.dictionary
         at = np.asarray(encoded.indices.to_numpy(), dtype=np.intp)
         if len(rejected_ids):
@@ -423,11 +424,11 @@ def _customer_rows(
         return at, pa.concat_arrays([seen, rejected_ids])
     at = arrow_positions(arr, customers["customer_id"])
     absent = at < 0
-    new_ids = arr.slice(0, 0)
+    new_ids = pa.array([], type=arr.type)
     if absent.any():
         missing = arr.filter(pa.array(absent))
         new_ids = pc.unique(missing)
-        found = pc.index_in(missing, value_set=new_ids).to_numpy(zero_copy_only=False)
+        found = pc.index_in(missing, value_set=new_ids).to_numpy()
         at[absent] = len(customers) + np.asarray(found, dtype=np.intp)
     if len(rejected_ids):
         known = pc.or_(
@@ -488,10 +489,11 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
     email_consent, bad_ec = parse_consent(_col(f, "email_consent"))
     sms_consent, bad_sc = parse_consent(_col(f, "sms_consent"))
     suppressed, _ = parse_bool(_col(f, "email_suppressed"))
+    email = clean_text(_col(f, "email"))
     out = pd.DataFrame(
         {
             "customer_id": cid.astype("string"),
-            "email": clean_text(_col(f, "email")),
+            "email": email,
             "phone": clean_text(_col(f, "phone")),
             "first_name": clean_text(_col(f, "first_name")),
             "last_name": clean_text(_col(f, "last_name")),
@@ -501,7 +503,7 @@ def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
             "email_suppressed": suppressed,
             "tags": clean_text(_col(f, "tags")),
             "country": upper_text(clean_text(_col(f, "country"))),
-            "email_key": _email_key(_col(f, "email")),
+            "email_key": lower_text(email),  # _email_key, from the email cleaned above
             "in_customers_file": True,
             "consent_unrecognised": _b(bad_ec) | _b(bad_sc),
         },

@@ -26,6 +26,7 @@ from juno.parse import (
     has_duplicates,
     is_increasing,
     lower_text,
+    parse_bool,
     parse_datetime,
     parse_number,
     positions,
@@ -359,3 +360,51 @@ def test_missing_required_column_still_lists_every_column(tmp_path: Path) -> Non
         with pytest.raises(InputError) as err:
             validate(read_store(folder, None, None), Config())
         assert "found: order_id, customer_id, revenue, channel" in str(err.value)
+
+
+# ---- typed Parquet columns and absent columns ----
+
+
+def _reference_typed_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
+    v = s
+    if getattr(v.dt, "tz", None) is not None:
+        v = v.dt.tz_convert("UTC").dt.tz_localize(None)
+    if v.dtype == "datetime64[ns]":
+        bad = pd.Series(False, index=v.index)
+    else:
+        outside = (v < pd.Timestamp.min) | (v > pd.Timestamp.max)
+        v, bad = v.mask(outside).astype("datetime64[ns]"), outside.fillna(False).astype(bool)
+    implausible = v < EARLIEST
+    return v.mask(implausible), bad | implausible
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us", "ns"])
+@pytest.mark.parametrize("tz", [None, "UTC", "America/Chicago"])
+def test_typed_datetimes_match_reference(unit: str, tz: str | None) -> None:
+    base = ["2024-11-30 18:33:20", None, "1990-01-01", "2026-11-30 23:59:03.250", "1995-01-01"]
+    columns = [base]
+    if unit != "ns":
+        columns.append([*base, "2300-01-01", "1600-06-01"])  # outside nanoseconds: the long way
+    for values in columns:
+        arr = pa.array(pd.to_datetime(pd.Series(values), format="mixed").astype(f"datetime64[{unit}]"))
+        if tz is not None:
+            arr = arr.cast(pa.timestamp(unit, "UTC")).cast(pa.timestamp(unit, tz))
+        s = pa.table({"t": arr}).to_pandas()["t"]
+        got, bad = parse_datetime(s)
+        want, want_bad = _reference_typed_datetime(s)
+        _same(got, want)
+        _same(bad, want_bad)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [pd.Series([None, None], dtype="string"), pd.Series([None, None], dtype=object), pd.Series([np.nan] * 3),
+     pd.Series([], dtype="string"), pd.Series(["yes", None, " no ", "maybe"], dtype="string")],
+)  # fmt: skip
+def test_parse_bool_matches_reference(column: pd.Series) -> None:
+    t = column.astype("string").str.strip().str.lower().fillna("")
+    val = t.isin({"true", "t", "yes", "y", "1", "1.0"})
+    want_bad = ~val & ~t.isin({"false", "f", "no", "n", "0", "0.0", ""})
+    got, bad = parse_bool(column)
+    _same(got, val.astype(bool))
+    _same(bad, want_bad)
