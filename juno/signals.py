@@ -319,11 +319,11 @@ def compute_signals(store: Store, config: Config) -> Signals:
             # Each line's order (order ids are unique after validation): counted orders only.
             pos = store.line_order_rows()
             idx = np.flatnonzero((pos >= 0) & counts[np.maximum(pos, 0)] & (cat >= 0))
-            price = lines["price"].to_numpy(float)[idx]
-            v = (
-                lines["quantity"].to_numpy(float)[idx] * np.where(np.isnan(price), 0.0, price)
-                - lines["line_discount"].to_numpy(float)[idx]
-            )
+            # quantity x price (missing price: 0) - line discount, computed in one buffer
+            v = lines["price"].to_numpy(float)[idx]
+            v[np.isnan(v)] = 0.0
+            np.multiply(lines["quantity"].to_numpy(float)[idx], v, out=v)
+            np.subtract(v, lines["line_discount"].to_numpy(float)[idx], out=v)
             top, pc_, pk = _top_categories(code[pos[idx]], cat[idx], v, n, len(cat_names))
             cols["top_category"] = _text(top, cat_names)
             cols["categories"] = _category_lists(pc_, pk, cat_names, n)
