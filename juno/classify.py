@@ -24,6 +24,7 @@ from juno.cohorts import (
 )
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles, estimate_cycles, purchase_history
+from juno.memory import release_free_memory
 from juno.signals import Signals
 from juno.validate import Store
 
@@ -163,6 +164,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 margin_incomplete=rule.margin_sensitive and margin_incomplete,
             )
         )
+    release_free_memory()
     order = sorted(facts, key=lambda c: (-c.priority_score, -tiebreak[c.cohort], c.cohort))
     for i, c in enumerate(order, start=1):
         c.priority = f"P{i}"

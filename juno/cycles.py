@@ -105,12 +105,13 @@ def _level(
     n_k = len(names)
     k, cd = _by_product(k, cd, n_c.bit_length() + day_bits, n_k, in_order)
     c = cd >> day_bits
-    day = cd & ((1 << day_bits) - 1)
     first = np.ones(len(k), dtype=bool)  # first day of a (customer, product)
     first[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1])
     again = ~first
     gk_gap = k[again]
-    gap = (day[1:] - day[:-1])[again[1:]]  # whole days between consecutive distinct purchase days
+    # Whole days between consecutive distinct purchase days (same customer: the packed
+    # customer-day values differ by the days alone).
+    gap = (cd[1:] - cd[:-1])[again[1:]]
     pairs = np.bincount(gk_gap, minlength=n_k)
     customers = np.bincount(k[first], minlength=n_k)
     sv, counts = sorted_by_group(gk_gap, gap, n_k)
@@ -134,7 +135,7 @@ def _level(
         n_customers=n_c,
         gk=k[starts],
         gc=c[starts],
-        last_day=day[ends] + d0,
+        last_day=(cd[ends] & ((1 << day_bits) - 1)) + d0,
         purchases=(ends - starts + 1).astype(np.int64),
         present=present,
         stats=stats,
@@ -245,6 +246,7 @@ def purchase_history(
         str(sku): (None if cat < 0 else str(cat_names[cat]))
         for sku, cat in zip(sku_names[seen].tolist(), sku_category[seen].tolist(), strict=True)
     }
+    del kc, ks, has_sku, first
     # The counted lines by (customer, day): when lines come grouped by order in order-row order
     # (the usual export), the orders' own sort gives it by expanding each order into its lines.
     order_days = order_day.view(np.int64)

@@ -13,6 +13,7 @@ from pandas.api.extensions import ExtensionArray
 from juno.config import Config
 from juno.grouping import STR, group_median, sorted_by_group, sorted_codes
 from juno.identity import duplicate_groups
+from juno.memory import release_free_memory
 from juno.parse import positions
 from juno.score import value_score
 from juno.validate import Store
@@ -275,6 +276,11 @@ def compute_signals(store: Store, config: Config) -> Signals:
     cols["refund_rate"] = np.divide(
         agg(refunded_any.astype(float)), orders_all, out=np.zeros(n), where=orders_all > 0
     )
+    total_net = float(net[counts].sum())
+    known_net = float(net[counts & cost_known].sum())
+    # Free the per-order arrays (dozens of MB each at 1M customers) before the line-level peak.
+    del net, revenue, cost, cost_known, kept_share, margin, disc, has_disc, refunded_any, cw, in_window
+    del known_rev, gross_window
 
     # First / last counted order and gaps between consecutive counted orders.
     order, c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
@@ -306,6 +312,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
     f2s = (t_arr[second] - t_arr[np.flatnonzero(second) - 1]).astype(delta) / DAY
     f2s_p75 = float(np.percentile(f2s, 75)) if len(f2s) >= 30 else None
     f2s_med = float(np.median(f2s)) if len(f2s) >= 30 else None
+    del order, c_arr, t_arr, start, end, same, gap_c, gap_t, sv, second, first, last
 
     # ---- categories (order lines) ----
     cols["top_category"] = pd.array(pa.nulls(n, pa.large_string()), dtype="string")
@@ -319,11 +326,11 @@ def compute_signals(store: Store, config: Config) -> Signals:
             # Each line's order (order ids are unique after validation): counted orders only.
             pos = store.line_order_rows()
             idx = np.flatnonzero((pos >= 0) & counts[np.maximum(pos, 0)] & (cat >= 0))
-            price = lines["price"].to_numpy(float)[idx]
-            v = (
-                lines["quantity"].to_numpy(float)[idx] * np.where(np.isnan(price), 0.0, price)
-                - lines["line_discount"].to_numpy(float)[idx]
-            )
+            # quantity x price (missing price: 0) - line discount, computed in one buffer
+            v = lines["price"].to_numpy(float)[idx]
+            v[np.isnan(v)] = 0.0
+            np.multiply(lines["quantity"].to_numpy(float)[idx], v, out=v)
+            np.subtract(v, lines["line_discount"].to_numpy(float)[idx], out=v)
             top, pc_, pk = _top_categories(code[pos[idx]], cat[idx], v, n, len(cat_names))
             cols["top_category"] = _text(top, cat_names)
             cols["categories"] = _category_lists(pc_, pk, cat_names, n)
@@ -391,8 +398,8 @@ def compute_signals(store: Store, config: Config) -> Signals:
             cols[col] = arr
 
     f = pd.DataFrame(cols)
-    total_net = float(net[counts].sum())
-    known_net = float(net[counts & cost_known].sum())
+    del cols
+    release_free_memory()
     coverage = known_net / total_net if total_net > 0 else 0.0
     first_any = o["ordered_at"].min()
     return Signals(
