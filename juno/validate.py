@@ -42,6 +42,7 @@ from juno.sources.base import (
     InputFile,
     RawTable,
     SourceResult,
+    release_freed_memory,
 )
 
 __all__ = ["REQUIRED", "Store", "validate"]
@@ -180,6 +181,19 @@ def _col(f: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(pd.NA, index=f.index, dtype="string")
 
 
+def _filled(v: pd.Series, value: float) -> pd.Series:
+    """`v.fillna(value)`, sharing `v`'s data when nothing is missing (a column of 7.6M lines)."""
+    return v.fillna(value) if v.isna().any() else v
+
+
+def _zero_floor(v: pd.Series) -> pd.Series:
+    """`v.fillna(0.0).clip(lower=0)`, sharing `v`'s data when every value is already +0 or more."""
+    a = v.to_numpy()
+    if a.dtype.kind == "f" and not (np.isnan(a).any() or np.signbit(a).any()):
+        return v
+    return v.fillna(0.0).clip(lower=0)
+
+
 def _file_of(raw: RawTable, files: list[InputFile]) -> str:
     """The file(s) a table's rows came from (one export can feed several tables)."""
     if FILE_COL in raw.frame.columns and len(raw.frame):
@@ -220,6 +234,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         customers, rej = _customers(cust_raw)
         rejected_parts.append(rej)
         del cust_raw
+        release_freed_memory()
     first_customers = customers
 
     def email_to_id() -> pd.Series | None:
@@ -234,6 +249,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     )
     orders, rej, rejected_customers = _orders(orders_raw, config, email_to_id)
     del orders_raw
+    release_freed_memory()
     rejected_parts.append(rej)
     if orders.empty and rows_read["orders"] == 0:
         raise InputError(
@@ -361,6 +377,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         lines, rej, line_order_rows = _lines(lines_raw, orders)
         rejected_parts.append(rej)
     del lines_raw
+    release_freed_memory()
 
     tickets = None
     tickets_raw = take("support_tickets")
@@ -579,8 +596,8 @@ def _orders(
             "customer_id": cid.astype("string"),
             "ordered_at": ordered_at,
             "revenue": revenue,
-            "discount": discount.fillna(0.0).clip(lower=0),
-            "refunded": refunded.fillna(0.0).clip(lower=0),
+            "discount": _zero_floor(discount),
+            "refunded": _zero_floor(refunded),
             "cancelled": cancelled,
             "cost": cost,
             "currency": currency,
@@ -625,9 +642,9 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
             "sku": sku,
             "product_name": clean_text(_col(f, "product_name")),
             "category": category,
-            "quantity": qty.fillna(1.0),
+            "quantity": _filled(qty, 1.0),
             "price": price,
-            "line_discount": line_discount.fillna(0.0),
+            "line_discount": _filled(line_discount, 0.0),
             "cost": cost,
         },
         copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
