@@ -177,7 +177,8 @@ def _read_csv(
             delimiter=delim, newlines_in_values=True, invalid_row_handler=on_invalid
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()),
+            # 64-bit offsets, as pandas holds strings: no conversion copy of every text column.
+            column_types=dict.fromkeys(names, pa.large_string()),
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         ),
