@@ -29,7 +29,7 @@ from juno.render import (
 )
 from juno.signals import Signals, compute_signals
 from juno.sources import read_store
-from juno.sources.base import SourceResult, release_freed_memory
+from juno.sources.base import SourceResult
 from juno.validate import Store, validate
 
 
@@ -227,7 +227,6 @@ def run(
         # A source read here is ours: validation drops each raw table as soon as it is typed.
         result.store = validate(state["source"], config, consume=state.get("read_here", False))
         state["source"] = None  # the raw string tables: free them before the later steps peak
-        release_freed_memory()
 
     def signals_step() -> None:
         assert result.store is not None

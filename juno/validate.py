@@ -42,7 +42,6 @@ from juno.sources.base import (
     InputFile,
     RawTable,
     SourceResult,
-    release_freed_memory,
 )
 
 __all__ = ["REQUIRED", "Store", "validate"]
@@ -234,7 +233,6 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         customers, rej = _customers(cust_raw)
         rejected_parts.append(rej)
         del cust_raw
-        release_freed_memory()
     first_customers = customers
 
     def email_to_id() -> pd.Series | None:
@@ -249,7 +247,6 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     )
     orders, rej, rejected_customers = _orders(orders_raw, config, email_to_id)
     del orders_raw
-    release_freed_memory()
     rejected_parts.append(rej)
     if orders.empty and rows_read["orders"] == 0:
         raise InputError(
@@ -377,7 +374,6 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         lines, rej, line_order_rows = _lines(lines_raw, orders)
         rejected_parts.append(rej)
     del lines_raw
-    release_freed_memory()
 
     tickets = None
     tickets_raw = take("support_tickets")

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 
 TABLES = ("orders", "order_lines", "customers", "support_tickets", "subscriptions")
 
@@ -103,13 +102,6 @@ class SourceResult:
     rejected: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
     )
-
-
-def release_freed_memory() -> None:
-    """Hand memory Arrow's allocator keeps after a large table is read or typed back to the
-    system: it otherwise holds the freed decode buffers (~400 MB at a million customers) and the
-    next table's peak lands on top of them."""
-    pa.default_memory_pool().release_unused()
 
 
 def normalise_name(name: str) -> str:

@@ -30,7 +30,6 @@ from juno.sources.base import (
     SourceResult,
     has_required,
     normalise_name,
-    release_freed_memory,
 )
 
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".tsv", ".txt")
@@ -334,7 +333,6 @@ def read_table_file(path: Path, table: str) -> tuple[pd.DataFrame, InputFile, pd
     skipped = [n for n, _, _, _ in bad if n is not None]
     frame = to_raw_frame(arrow, path, table, skipped)
     del arrow
-    release_freed_memory()
     rejected = pd.DataFrame(
         {
             "file": path.name,
