@@ -180,6 +180,19 @@ def _col(f: pd.DataFrame, name: str) -> pd.Series:
     return pd.Series(pd.NA, index=f.index, dtype="string")
 
 
+def _filled(v: pd.Series, value: float) -> pd.Series:
+    """`v.fillna(value)`, sharing `v`'s data when nothing is missing (a column of 7.6M lines)."""
+    return v.fillna(value) if v.isna().any() else v
+
+
+def _zero_floor(v: pd.Series) -> pd.Series:
+    """`v.fillna(0.0).clip(lower=0)`, sharing `v`'s data when every value is already +0 or more."""
+    a = v.to_numpy()
+    if a.dtype.kind == "f" and not (np.isnan(a).any() or np.signbit(a).any()):
+        return v
+    return v.fillna(0.0).clip(lower=0)
+
+
 def _file_of(raw: RawTable, files: list[InputFile]) -> str:
     """The file(s) a table's rows came from (one export can feed several tables)."""
     if FILE_COL in raw.frame.columns and len(raw.frame):
@@ -579,8 +592,8 @@ def _orders(
             "customer_id": cid.astype("string"),
             "ordered_at": ordered_at,
             "revenue": revenue,
-            "discount": discount.fillna(0.0).clip(lower=0),
-            "refunded": refunded.fillna(0.0).clip(lower=0),
+            "discount": _zero_floor(discount),
+            "refunded": _zero_floor(refunded),
             "cancelled": cancelled,
             "cost": cost,
             "currency": currency,
@@ -625,9 +638,9 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
             "sku": sku,
             "product_name": clean_text(_col(f, "product_name")),
             "category": category,
-            "quantity": qty.fillna(1.0),
+            "quantity": _filled(qty, 1.0),
             "price": price,
-            "line_discount": line_discount.fillna(0.0),
+            "line_discount": _filled(line_discount, 0.0),
             "cost": cost,
         },
         copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks

@@ -408,3 +408,12 @@ def test_parse_bool_matches_reference(column: pd.Series) -> None:
     got, bad = parse_bool(column)
     _same(got, val.astype(bool))
     _same(bad, want_bad)
+
+
+def test_fill_and_floor_shortcuts_match_reference() -> None:
+    from juno.validate import _filled, _zero_floor
+
+    for values in ([1.0, 2.5, 0.0], [1.0, np.nan, -0.0], [-0.0, 3.0], [-2.0, 0.5], [], [np.nan], [0.0, 1e300]):
+        v = pd.Series(values, dtype="float64")
+        _same(_zero_floor(v), v.fillna(0.0).clip(lower=0))
+        _same(_filled(v, 1.0), v.fillna(1.0))

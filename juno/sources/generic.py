@@ -176,7 +176,8 @@ def _read_csv(
             delimiter=delim, newlines_in_values=True, invalid_row_handler=on_invalid
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.string()),
+            # 64-bit offsets, as pandas holds strings: no conversion copy of every text column.
+            column_types=dict.fromkeys(names, pa.large_string()),
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
         ),
@@ -331,6 +332,7 @@ def read_table_file(path: Path, table: str) -> tuple[pd.DataFrame, InputFile, pd
         )
     skipped = [n for n, _, _, _ in bad if n is not None]
     frame = to_raw_frame(arrow, path, table, skipped)
+    del arrow
     rejected = pd.DataFrame(
         {
             "file": path.name,
