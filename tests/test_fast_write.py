@@ -349,6 +349,11 @@ def test_cycle_rows_match_reference() -> None:
         fake = types.SimpleNamespace(classification=types.SimpleNamespace(cycles=cycles))
         got.append(segments._cycle_rows(fake))  # type: ignore[arg-type]
         assert got[-1] == _reference_cycle_rows(fake)  # type: ignore[arg-type]
+        # Classification's own SKU -> first category map gives the same rows without the frame.
+        first = p.dropna(subset=["sku"]).drop_duplicates("sku")
+        known = {str(k): (None if pd.isna(v) else str(v)) for k, v in zip(first["sku"], first["category"], strict=True)}
+        cycles.sku_categories = known
+        assert segments._cycle_rows(fake) == got[-1]  # type: ignore[arg-type]
     assert ("sku", "S1", None, 20.5) in got[0] and ("sku", "S2", "tea", 14.0) in got[0]
 
 
