@@ -317,12 +317,12 @@ def _cycle_rows(result: RunResult) -> list[CycleRow]:
     known = getattr(cl.cycles, "sku_categories", None)
     if known is not None:
         # Classification already knows each SKU's first category: no purchase frame needed.
-        found: list[CycleRow] = []
+        from_known: list[CycleRow] = []
         for r in rep.sort_values(["level", "product"]).itertuples():
             product = str(r.product)
             category = product if r.level == "category" else known.get(product)
-            found.append((str(r.level), product, category, float(str(r.median_days))))
-        return found
+            from_known.append((str(r.level), product, category, float(str(r.median_days))))
+        return from_known
     p = cl.cycles.purchases
     if len(p) and "sku" in p and len(wanted) and isinstance(p["sku"].dtype, pd.StringDtype):
         # The first purchase row of each SKU that has a cycle: one Arrow lookup, then numbers.
