@@ -1,5 +1,5 @@
 """`python -m juno` runs the console script."""
 
-from juno.cli import main
+from juno.entry import main
 
 main()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,22 @@ def test_bad_cohort_option_exits_2(tmp_path: Path) -> None:
     write_store(tmp_path, orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\n")
     r = juno("run", str(tmp_path), "--out", str(tmp_path / "o"), "--cohorts", "vip,whales")
     assert r.returncode == 2 and "whales" in r.stderr
+
+
+def test_console_entry_sets_allocator_defaults_before_numpy_and_arrow_load() -> None:
+    """juno.entry (console script, python -m juno) turns off huge-page requests and picks jemalloc,
+    unless the user set them; it must run before numpy/pyarrow are imported to take effect."""
+    code = (
+        "import os, sys\n"
+        "sys.argv = ['juno', '--help']\n"
+        "from juno.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "import pyarrow as pa\n"
+        "print('RESULT', os.environ['NUMPY_MADVISE_HUGEPAGE'], pa.default_memory_pool().backend_name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMPY_MADVISE_HUGEPAGE", "ARROW_DEFAULT_MEMORY_POOL")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 jemalloc"
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 system"
