@@ -636,7 +636,6 @@ def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFr
         {
             "order_id": order_id,
             "sku": sku,
-            "product_name": clean_text(_col(f, "product_name")),
             "category": category,
             "quantity": _filled(qty, 1.0),
             "price": price,

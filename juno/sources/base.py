@@ -39,7 +39,7 @@ USED_COLUMNS: dict[str, frozenset[str]] = {
         )
     ),
     "order_lines": frozenset(
-        ("order_id", "sku", "product_name", "category", "quantity", "price", "line_discount", "cost")
+        ("order_id", "sku", "category", "quantity", "price", "line_discount", "cost")
     ),
     "customers": frozenset(
         (
