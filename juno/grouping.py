@@ -32,6 +32,18 @@ def sorted_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
         rank[-1] = -1  # missing: index -1 picks the last slot
         idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
         return rank[idx], names[order]
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        # Codes re-ranked by the categories' text order (a categorical sorts by its categories).
+        cats = np.asarray(s.cat.categories.to_numpy(), dtype=object)
+        order = np.argsort(cats, kind="stable")
+        codes_in = np.asarray(s.cat.codes.to_numpy(), dtype=np.int64)
+        used = np.zeros(len(cats) + 1, dtype=bool)
+        used[codes_in] = True
+        # Only categories that occur, numbered densely in text order (as factorize would).
+        keep = used[:-1][order]
+        dense = np.full(len(cats) + 1, -1, dtype=np.int64)
+        dense[order[keep]] = np.arange(int(keep.sum()))
+        return dense[codes_in], cats[order][keep]
     codes, uniques = pd.factorize(s, sort=True, use_na_sentinel=True)
     return np.asarray(codes, dtype=np.int64), np.asarray(uniques, dtype=object)
 

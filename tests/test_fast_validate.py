@@ -33,10 +33,13 @@ from juno.parse import (
     run_positions,
     upper_text,
 )
+from juno.pipeline import run
 from juno.sources import read_store
 from juno.sources.base import FILE_COL, LINE_COL
-from juno.sources.generic import read_table_file
+from juno.sources.generic import read_generic, read_table_file
 from juno.validate import validate
+
+EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 
 
 def _s(values: list[str | None]) -> pd.Series:
@@ -417,3 +420,40 @@ def test_fill_and_floor_shortcuts_match_reference() -> None:
         v = pd.Series(values, dtype="float64")
         _same(_zero_floor(v), v.fillna(0.0).clip(lower=0))
         _same(_filled(v, 1.0), v.fillna(1.0))
+
+
+# ---------------------------------------------------------------- compact order lines (juno.run)
+
+
+def test_sorted_codes_of_a_categorical_match_the_string_column() -> None:
+    from juno.grouping import sorted_codes
+    from juno.validate import _categorical
+
+    rng = np.random.default_rng(5)
+    words = np.array(["tea", "Tea", "coffee", "été", "b", "a b", "zz", ""], dtype=object)
+    values = pd.Series(rng.choice(words, 5_000), dtype="str").mask(rng.random(5_000) < 0.1)
+    as_cat = _categorical(values)
+    assert isinstance(as_cat.dtype, pd.CategoricalDtype)
+    assert as_cat.astype("str").equals(values.astype("str"))
+    codes, names = sorted_codes(values)
+    cat_codes, cat_names = sorted_codes(as_cat)
+    assert (cat_codes == codes).all() and list(cat_names) == list(names)
+    # Unused categories and unsorted categories are numbered as factorize(sort=True) would.
+    odd = pd.Series(pd.Categorical(["zz", None, "a", "zz"], categories=["zz", "unused", "a"]))
+    c, n = sorted_codes(odd)
+    assert list(c) == [1, -1, 0, 1] and list(n) == ["a", "zz"]
+
+
+def test_run_compacts_the_lines_without_changing_them() -> None:
+    config = Config()
+    plain = validate(read_generic(EXAMPLE_STORE), config)
+    result = run(EXAMPLE_STORE, config=config, narrative="template")
+    assert plain.lines is not None and result.store is not None and result.store.lines is not None
+    lines = result.store.lines
+    assert "order_id" not in lines
+    assert isinstance(lines["sku"].dtype, pd.CategoricalDtype)
+    assert isinstance(lines["category"].dtype, pd.CategoricalDtype)
+    for col in ("sku", "category"):
+        assert lines[col].astype("str").equals(plain.lines[col].astype("str"))
+    rows = result.store.line_order_rows()
+    assert (result.store.orders["order_id"].to_numpy()[rows] == plain.lines["order_id"].to_numpy()).all()
