@@ -227,7 +227,7 @@ def run(
         # A source read here is ours: validation drops each raw table as soon as it is typed.
         result.store = validate(state["source"], config, consume=state.get("read_here", False))
         state["source"] = None  # the raw string tables: free them before the later steps peak
-        result.store.compact_lines()  # line order ids dropped (joined), SKU/category as codes
+        result.store.compact()  # joined ids and settled audit columns dropped, SKU/category as codes
 
     def signals_step() -> None:
         assert result.store is not None

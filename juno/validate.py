@@ -77,14 +77,21 @@ class Store:
             self._line_order_rows = positions(self.lines["order_id"], self.orders["order_id"])
         return self._line_order_rows
 
-    def compact_lines(self) -> None:
-        """Shrink the order lines for a run (about 400 MB at 1M customers and 7.6M lines).
+    def compact(self) -> None:
+        """Shrink the tables for a run (about 450 MB at 1M customers and 7.6M lines).
 
-        The lines' order ids go once `line_order_rows()` holds each line's order row (a line's
-        order id is `orders["order_id"].take(line_order_rows())`), and SKU and category become
-        categoricals: a few thousand distinct texts held once, a small code per line. Values
-        are unchanged; `juno.run` does this, `validate` alone (check, backtest) does not.
+        What the core never reads again once validation is done goes: the lines' order ids
+        (`line_order_rows()` keeps each line's order row, so a line's order id is
+        `orders["order_id"].take(line_order_rows())`), and the orders' audit columns (source file
+        and line, raw discount code, currency: rejected rows and the currency are already
+        settled). SKU and category become categoricals: a few thousand distinct texts held once, a
+        small code per line. Values are unchanged. `juno.run` does this; `validate` alone (check,
+        backtest) does not.
         """
+        self.order_customer_rows()
+        self.orders = self.orders.drop(
+            columns=[c for c in (FILE_COL, LINE_COL, "discount_code", "currency") if c in self.orders]
+        )
         if self.lines is None:
             return
         self.line_order_rows()
