@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from juno.config import Config
 from juno.errors import InputError
+from juno.grouping import sorted_codes
 from juno.parse import (
     arrow_chunks,
     arrow_of,
@@ -108,21 +109,12 @@ class Store:
 
 
 def _categorical(s: pd.Series) -> pd.Series:
-    """The column as a categorical of the same values: one Arrow dictionary encode."""
+    """The column as a categorical of the same values, categories in text order (as
+    `astype("category")` has them), from the core's own sorted codes (one Arrow dictionary encode)."""
     if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
         return s.astype("category")
-    arr = pa.array(s)
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    enc = pc.dictionary_encode(arr)
-    codes = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-    found = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-    order = np.argsort(found, kind="stable")  # categories sorted, as astype("category") has them
-    rank = np.empty(len(found) + 1, dtype=np.int32)
-    rank[order] = np.arange(len(found), dtype=np.int32)
-    rank[-1] = -1  # missing stays missing
-    names = pd.Index(found[order], dtype=s.dtype)
-    cat = pd.Categorical.from_codes(rank[codes], categories=names)
+    codes, names = sorted_codes(s)
+    cat = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=s.dtype))
     return pd.Series(cat, index=s.index, name=s.name)
 
 
