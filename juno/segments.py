@@ -304,26 +304,9 @@ def _signal_sql(cid: str, ctx: Context, config: Config, base: str) -> str:
 CycleRow = tuple[str, str, str | None, float]
 
 
-def _cycle_rows(result: RunResult) -> list[CycleRow]:
-    """(level, product, category, cycle days) of every replenishable product in this run."""
-    cl = result.classification
-    assert cl is not None
-    table = cl.cycles.table
-    if table.empty:
-        return []
-    rep = table[table["replenishable"].astype(bool)]
+def _first_categories(p: pd.DataFrame, wanted: np.ndarray) -> dict[str, str | None]:
+    """The category of the first purchase row of each SKU (those in `wanted` at least)."""
     sku_cat: dict[str, str | None] = {}
-    wanted = rep.loc[rep["level"] != "category", "product"].astype(str).unique()
-    known = getattr(cl.cycles, "sku_categories", None)
-    if known is not None:
-        # Classification already knows each SKU's first category: no purchase frame needed.
-        from_known: list[CycleRow] = []
-        for r in rep.sort_values(["level", "product"]).itertuples():
-            product = str(r.product)
-            category = product if r.level == "category" else known.get(product)
-            from_known.append((str(r.level), product, category, float(str(r.median_days))))
-        return from_known
-    p = cl.cycles.purchases
     if len(p) and "sku" in p and len(wanted) and isinstance(p["sku"].dtype, pd.StringDtype):
         # The first purchase row of each SKU that has a cycle: one Arrow lookup, then numbers.
         pos = positions(p["sku"], pd.Index(wanted))
@@ -336,6 +319,21 @@ def _cycle_rows(result: RunResult) -> list[CycleRow]:
         first_rows = p.dropna(subset=["sku"]).drop_duplicates("sku")
         for sku, cat in zip(first_rows["sku"].tolist(), first_rows["category"].tolist(), strict=True):
             sku_cat[str(sku)] = None if pd.isna(cat) else str(cat)
+    return sku_cat
+
+
+def _cycle_rows(result: RunResult) -> list[CycleRow]:
+    """(level, product, category, cycle days) of every replenishable product in this run."""
+    cl = result.classification
+    assert cl is not None
+    table = cl.cycles.table
+    if table.empty:
+        return []
+    rep = table[table["replenishable"].astype(bool)]
+    wanted = rep.loc[rep["level"] != "category", "product"].astype(str).unique()
+    # Classification already knows each SKU's first category (no purchase frame needed).
+    known = getattr(cl.cycles, "sku_categories", None)
+    sku_cat = known if known is not None else _first_categories(cl.cycles.purchases, wanted)
     rows: list[CycleRow] = []
     for r in rep.sort_values(["level", "product"]).itertuples():
         product = str(r.product)
