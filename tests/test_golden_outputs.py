@@ -49,8 +49,9 @@ def _digests(folder: Path) -> dict[str, str]:
     for p in sorted(folder.rglob("*")):
         if p.is_file() and p.name != "run.json":
             data = p.read_bytes()
-            if p.name == "review.toml":  # it names the store folder by its absolute path
+            if p.name == "review.toml":  # it names the store folder and its files by absolute path
                 data = data.replace(str(ROOT).encode(), b"<repository>")
+                data = data.replace(str(UCI.parent.resolve()).encode(), b"<shared data>")
             out[p.relative_to(folder).as_posix()] = hashlib.sha256(data).hexdigest()
     return out
 
