@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -309,8 +310,12 @@ def _types_mapper(t: pa.DataType) -> pd.ArrowDtype | pd.StringDtype | None:
     return None
 
 
-def read_table_file(path: Path, table: str) -> tuple[pd.DataFrame, InputFile, pd.DataFrame]:
-    """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS)."""
+def read_table_file(
+    path: Path, table: str, digest: Future[str] | None = None
+) -> tuple[pd.DataFrame, InputFile, pd.DataFrame]:
+    """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS).
+
+    `digest`: the file's sha256 being taken elsewhere meanwhile (otherwise it is taken here)."""
     is_parquet = path.suffix.lower() in (".parquet", ".pq")
     if path.stat().st_size == 0:
         raise InputError("the file is empty", file=str(path), expected="a header and data rows")
@@ -347,7 +352,7 @@ def read_table_file(path: Path, table: str) -> tuple[pd.DataFrame, InputFile, pd
     info = InputFile(
         path=str(path),
         table=table,
-        sha256=sha256_file(path),
+        sha256=digest.result() if digest is not None else sha256_file(path),
         rows=len(frame) + len(bad),
         format="parquet" if is_parquet else "csv",
     )
@@ -365,15 +370,21 @@ def read_generic(folder: Path) -> SourceResult:
     tables: dict[str, RawTable] = {}
     files: list[InputFile] = []
     set_aside: list[pd.DataFrame] = []
-    for name in TABLES:
-        path = find_table_file(folder, name)
-        if path is None:
-            continue
-        frame, info, rejected = read_table_file(path, name)
-        tables[name] = RawTable(name, frame)
-        files.append(info)
-        if len(rejected):
-            set_aside.append(rejected)
+    paths = {name: path for name in TABLES if (path := find_table_file(folder, name)) is not None}
+    # The files' sha256 (for review.toml) on a second thread while they are parsed: hashing lets
+    # go of the GIL, and a million-customer store is a gigabyte of CSV to hash.
+    with ThreadPoolExecutor(max_workers=1) as hasher:
+        digests = {name: hasher.submit(sha256_file, path) for name, path in paths.items()}
+        try:
+            for name, path in paths.items():
+                frame, info, rejected = read_table_file(path, name, digests[name])
+                tables[name] = RawTable(name, frame)
+                files.append(info)
+                if len(rejected):
+                    set_aside.append(rejected)
+        finally:
+            for pending in digests.values():
+                pending.cancel()
     if "orders" not in tables:
         present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         raise InputError(
