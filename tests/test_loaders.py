@@ -1,3 +1,4 @@
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -6,7 +7,7 @@ from helpers import load, write_store
 
 from juno.config import Config, config_from_dict
 from juno.errors import InputError
-from juno.sources.generic import read_generic
+from juno.sources.generic import read_generic, read_table_file
 from juno.validate import validate
 
 ORDERS = """
@@ -74,6 +75,23 @@ def test_semicolons_bom_and_latin1(tmp_path: Path) -> None:
     assert load(tmp_path).orders["customer_id"].tolist() == ["Zoë"]
     (tmp_path / "orders.csv").write_bytes(text.replace("\ufeff", "").encode("latin-1"))
     assert load(tmp_path).orders["customer_id"].tolist() == ["Zoë"]
+
+
+def test_a_legacy_byte_in_a_column_nothing_reads_still_makes_the_file_latin1(tmp_path: Path) -> None:
+    """Only the columns Juno uses are converted to text, but the encoding is the whole file's:
+    a Latin-1 byte far down an unused column (channel) reads the used ones as Latin-1 too."""
+    head = "order_id,customer_id,ordered_at,revenue,channel\n"
+    rows = "".join(f"O{i},C{i},2025-01-01,10,web\n" for i in range(50_000))  # past the sniffed head
+    utf8 = (head + "O0x,Zo\u00eb,2025-01-01,10,web\n" + rows).encode("utf-8")
+    (tmp_path / "orders.csv").write_bytes(utf8 + "O9,C9,2025-01-01,10,caf\u00e9\n".encode("utf-8"))
+    frame, _, _ = read_table_file(tmp_path / "orders.csv", "orders")
+    assert "channel" not in frame.columns
+    assert frame["customer_id"].iloc[0] == "Zo\u00eb"
+    (tmp_path / "orders.csv").write_bytes(utf8 + "O9,C9,2025-01-01,10,caf\u00e9\n".encode("latin-1"))
+    frame, info, _ = read_table_file(tmp_path / "orders.csv", "orders")
+    assert frame["customer_id"].iloc[0] == "Zo\u00c3\u00ab"  # the UTF-8 bytes of e-umlaut, read as Latin-1
+    assert info.sha256 == hashlib.sha256((tmp_path / "orders.csv").read_bytes()).hexdigest()
+    assert read_generic(tmp_path).tables["orders"].frame["customer_id"].iloc[0] == "Zo\u00c3\u00ab"
 
 
 def test_duplicate_column_names_are_fatal(tmp_path: Path) -> None:

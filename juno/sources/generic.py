@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,30 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def digest_file(path: Path, text: bool) -> tuple[str, bool]:
+    """(sha256, whether every byte is valid UTF-8) in one pass; for a `text` file only, the
+    second is True otherwise. The reader converts only the columns it keeps, so this pass is what
+    notices a legacy (Latin-1) byte in a column nothing reads: the file's encoding is the whole
+    file's."""
+    h = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")() if text else None
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+            if decoder is not None:
+                try:
+                    decoder.decode(chunk)
+                except UnicodeDecodeError:
+                    decoder = None
+                    text = False
+    if decoder is not None:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            text = False
+    return h.hexdigest(), text
 
 
 def find_table_file(folder: Path, table: str) -> Path | None:
@@ -154,8 +179,11 @@ def _quiet_undecodable_rows() -> Iterator[None]:
 
 
 def _read_csv(
-    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool
+    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool, table: str | None
 ) -> pa.Table:
+    """The file's columns as strings: for a contract `table`, only those anything reads (the rest
+    are parsed for their field counts but never turned into strings: a million order lines' product
+    names are 250 MB)."""
     def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, row.actual_columns, row.expected_columns, row.text))
         return "skip"
@@ -170,6 +198,8 @@ def _read_csv(
     )
     names = header_reader.schema.names
     header_reader.close()
+    keep = projection(names, table) if table is not None else None
+    include = [names[i] for i in keep] if keep is not None and len(keep) < len(names) else []
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
@@ -178,17 +208,23 @@ def _read_csv(
         ),
         convert_options=pacsv.ConvertOptions(
             # 64-bit offsets, as pandas holds strings: no conversion copy of every text column.
-            column_types=dict.fromkeys(names, pa.large_string()),
+            column_types=dict.fromkeys(include or names, pa.large_string()),
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
+            include_columns=include,
         ),
     )
 
 
-def read_csv_strings(path: Path, table: str) -> tuple[pa.Table, list[BadRow]]:
+def read_csv_strings(
+    path: Path, table: str, utf8: Callable[[], bool] | None = None
+) -> tuple[pa.Table, list[BadRow]]:
     """Every column as string: typing happens in validation, where bad cells become rejects.
 
     Rows whose field count differs from the header's are set aside (returned, for rejection).
+    `utf8`: whether the whole file is valid UTF-8 (see `digest_file`). Given it, only the
+    columns anything reads are converted, and a file with a non-UTF-8 byte anywhere is read as
+    Latin-1 as a read of every column would; without it, every column is read.
     """
     delim, encoding = _sniff(path)
     size = path.stat().st_size
@@ -197,10 +233,14 @@ def read_csv_strings(path: Path, table: str) -> tuple[pa.Table, list[BadRow]]:
         bad: list[BadRow] = []
         try:
             with _quiet_undecodable_rows():
-                arrow = _read_csv(path, delim, encoding, block, bad, threads=True)
+                subset = table if utf8 is not None else None
+                arrow = _read_csv(path, delim, encoding, block, bad, True, subset)
+                if encoding == "utf-8" and utf8 is not None and not utf8():
+                    encoding = "latin-1"  # a legacy byte in a column not converted
+                    continue
                 if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
                     bad = []
-                    arrow = _read_csv(path, delim, encoding, block, bad, threads=False)
+                    arrow = _read_csv(path, delim, encoding, block, bad, False, subset)
             return arrow, bad
         except pa.ArrowInvalid as exc:
             msg = str(exc).splitlines()[0]
@@ -310,21 +350,27 @@ def _types_mapper(t: pa.DataType) -> pd.ArrowDtype | pd.StringDtype | None:
     return None
 
 
+def _is_text(path: Path) -> bool:
+    return path.suffix.lower() not in (".parquet", ".pq")
+
+
 def read_table_file(
-    path: Path, table: str, digest: Future[str] | None = None
+    path: Path, table: str, digest: Future[tuple[str, bool]] | None = None
 ) -> tuple[pd.DataFrame, InputFile, pd.DataFrame]:
     """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS).
 
-    `digest`: the file's sha256 being taken elsewhere meanwhile (otherwise it is taken here)."""
-    is_parquet = path.suffix.lower() in (".parquet", ".pq")
+    `digest`: `digest_file` of the file being taken elsewhere meanwhile (otherwise taken here)."""
+    is_parquet = not _is_text(path)
     if path.stat().st_size == 0:
         raise InputError("the file is empty", file=str(path), expected="a header and data rows")
     bad: list[BadRow] = []
+    if digest is None:
+        digest = Future()
+        digest.set_result(digest_file(path, text=not is_parquet))
     if is_parquet:
         arrow = read_parquet(path, table)
     else:
-        # Every column is read (a column's bytes decide the encoding), the unused ones then dropped.
-        arrow, bad = read_csv_strings(path, table)
+        arrow, bad = read_csv_strings(path, table, lambda: digest.result()[1])
         keep = projection(arrow.column_names, table)
         if keep is not None and len(keep) < arrow.num_columns:
             arrow = arrow.select(keep)
@@ -352,7 +398,7 @@ def read_table_file(
     info = InputFile(
         path=str(path),
         table=table,
-        sha256=digest.result() if digest is not None else sha256_file(path),
+        sha256=digest.result()[0],
         rows=len(frame) + len(bad),
         format="parquet" if is_parquet else "csv",
     )
@@ -374,7 +420,7 @@ def read_generic(folder: Path) -> SourceResult:
     # The files' sha256 (for review.toml) on a second thread while they are parsed: hashing lets
     # go of the GIL, and a million-customer store is a gigabyte of CSV to hash.
     with ThreadPoolExecutor(max_workers=1) as hasher:
-        digests = {name: hasher.submit(sha256_file, path) for name, path in paths.items()}
+        digests = {name: hasher.submit(digest_file, path, _is_text(path)) for name, path in paths.items()}
         try:
             for name, path in paths.items():
                 frame, info, rejected = read_table_file(path, name, digests[name])
