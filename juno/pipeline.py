@@ -220,7 +220,7 @@ def run(
 
     def load() -> None:
         if state["source"] is None:
-            state["source"] = read_store(Path(store), config.mapping, config_dir)
+            state["source"] = read_store(Path(store), config.mapping, config_dir, defer=True)
             state["read_here"] = True
 
     def validate_step() -> None:

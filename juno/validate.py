@@ -40,6 +40,7 @@ from juno.sources.base import (
     LINE_COL,
     REJECTED_COLUMNS,
     REQUIRED,
+    TABLES,
     InputFile,
     RawTable,
     SourceResult,
@@ -254,8 +255,20 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     rows_read = {name: len(t.frame) + int(set_aside.get(name, 0)) for name, t in source.tables.items()}
     for _name, raw in source.tables.items():
         _require(raw, _file_of(raw, source.files))
+    files = list(source.files)
+    deferred = list(source.deferred)
 
     def take(name: str) -> RawTable | None:
+        reader = source.deferred.pop(name, None)
+        if reader is not None:  # read only now, while no other table's raw cells are held
+            frame, info, aside = reader()
+            raw = RawTable(name, frame)
+            files.append(info)
+            rows_read[name] = len(frame) + len(aside)
+            if len(aside):
+                rejected_parts.append(aside)
+            _require(raw, _file_of(raw, files))
+            return raw
         if consume:
             return source.tables.pop(name, None)
         return source.tables.get(name)
@@ -285,13 +298,13 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     if orders.empty and rows_read["orders"] == 0:
         raise InputError(
             "the orders table has no data rows (a header only)",
-            file=_file_of(orders_ref, source.files),
+            file=_file_of(orders_ref, files),
             expected="one row per order under the header",
         )
     if orders.empty:
         raise InputError(
             "no usable orders: every order row was rejected",
-            file=_file_of(orders_ref, source.files),
+            file=_file_of(orders_ref, files),
             expected="order rows with an order id, a customer, a date and a revenue",
             examples=[f"line {r.line}: {r.reason}" for r in rej.head(5).itertuples()],
         )
@@ -308,7 +321,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         counts = cur.value_counts()
         raise InputError(
             f"orders are in several currencies ({', '.join(found)}) and no conversion is given",
-            file=_file_of(orders_ref, source.files),
+            file=_file_of(orders_ref, files),
             column="currency",
             expected="one currency per store, or `currency = \"...\"` in juno.toml to keep one",
             examples=[f"{k}: {v} orders" for k, v in counts.items()],
@@ -344,7 +357,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         why = "in another currency" if in_currency == 0 else "dated after as_of"
         raise InputError(
             f"no usable orders: every order is {why}",
-            file=_file_of(orders_ref, source.files),
+            file=_file_of(orders_ref, files),
             column=column,
             expected=f"orders in {config.currency or 'the store currency'} dated on or before "
             f"{config.as_of or 'as_of'}",
@@ -423,6 +436,9 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         rejected_parts.append(rej)
     del subs_raw
 
+    if deferred:  # files and counts in table order, as when every table is read up front
+        files.sort(key=lambda fi: TABLES.index(fi.table))
+        rows_read = {n: rows_read[n] for n in TABLES if n in rows_read}
     rejected = pd.concat(
         [p for p in rejected_parts if len(p)] or [source.rejected], ignore_index=True
     )
@@ -437,7 +453,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         tickets=tickets,
         subscriptions=subs,
         rejected=rejected.reset_index(drop=True),
-        files=source.files,
+        files=files,
         notes=notes,
         as_of=as_of,
         as_of_source=as_of_source,

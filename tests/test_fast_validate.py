@@ -37,7 +37,7 @@ from juno.pipeline import run
 from juno.sources import read_store
 from juno.sources.base import FILE_COL, LINE_COL
 from juno.sources.generic import read_generic, read_table_file
-from juno.validate import validate
+from juno.validate import Store, validate
 
 EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 
@@ -324,9 +324,42 @@ def test_consuming_the_source_changes_nothing(tmp_path: Path) -> None:
         source = read_store(folder, None, None)
         consumed = validate(source, Config(), consume=True)
         assert source.tables == {}
-        for name in ("orders", "lines", "customers", "tickets", "rejected"):
-            pd.testing.assert_frame_equal(getattr(kept, name), getattr(consumed, name))
-        assert kept.notes == consumed.notes
+        _assert_same_store(kept, consumed)
+        # Read table by table as validation takes them (juno run): the same Store again.
+        deferred = read_store(folder, None, None, defer=True)
+        assert deferred.tables == {} and deferred.files == [] and set(deferred.deferred) >= {"orders"}
+        _assert_same_store(kept, validate(deferred, Config(), consume=True))
+        assert deferred.deferred == {}
+
+
+def _assert_same_store(a: Store, b: Store) -> None:
+    for name in ("orders", "lines", "customers", "tickets", "subscriptions", "rejected"):
+        if getattr(a, name) is None:
+            assert getattr(b, name) is None
+        else:
+            pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
+    assert a.notes == b.notes
+    assert a.files == b.files
+    assert list(a.rows_read.items()) == list(b.rows_read.items())
+
+
+def test_deferred_reads_keep_rows_set_aside_and_header_errors(tmp_path: Path) -> None:
+    """Rows with the wrong field count, read late, are rejected as when read up front; a table
+    whose header lacks a required column is read (and refused) before any other is typed."""
+    write = (tmp_path / "orders.csv").write_text
+    write("order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO2,C2,2025-01-02\nO3,C1,2025-01-03,5,x\n")
+    (tmp_path / "order_lines.csv").write_text("order_id,sku\nO1,A\nO1\nO3,B,1,2\nO1,C\n")
+    (tmp_path / "customers.csv").write_text("customer_id,email\nC1,a@x.com\nC2,b@x.com\n")
+    eager = validate(read_store(tmp_path, None, None), Config(), consume=True)
+    assert len(eager.rejected) == 4 and eager.rows_read == {"orders": 3, "order_lines": 4, "customers": 2}
+    _assert_same_store(eager, validate(read_store(tmp_path, None, None, defer=True), Config(), consume=True))
+    (tmp_path / "customers.csv").write_text("id,email\nC1,a@x.com\n")
+    source = read_store(tmp_path, None, None, defer=True)
+    assert set(source.tables) == {"customers"} and set(source.deferred) == {"orders", "order_lines"}
+    with pytest.raises(InputError) as err:
+        validate(source, Config(), consume=True)
+    assert "customers table lacks required column(s): customer_id" in str(err.value)
+    assert set(source.deferred) == {"orders", "order_lines"}  # refused before reading them
 
 
 # ---- reading: only the used columns, the file as one category ----
@@ -360,9 +393,10 @@ def test_missing_required_column_still_lists_every_column(tmp_path: Path) -> Non
             frame.to_csv(folder / "orders.csv", index=False)
         else:
             frame.to_parquet(folder / "orders.parquet", index=False)
-        with pytest.raises(InputError) as err:
-            validate(read_store(folder, None, None), Config())
-        assert "found: order_id, customer_id, revenue, channel" in str(err.value)
+        for defer in (False, True):
+            with pytest.raises(InputError) as err:
+                validate(read_store(folder, None, None, defer=defer), Config())
+            assert "found: order_id, customer_id, revenue, channel" in str(err.value)
 
 
 # ---- typed Parquet columns and absent columns ----

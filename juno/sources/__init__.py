@@ -14,10 +14,13 @@ __all__ = ["SourceResult", "read_store"]
 
 
 def read_store(
-    store: Path, config_mapping: dict[str, Any] | None, config_dir: Path | None
+    store: Path, config_mapping: dict[str, Any] | None, config_dir: Path | None, *, defer: bool = False
 ) -> SourceResult:
     """Read a store: through the config's mapping when it has one, as Shopify exports when the
-    folder holds them, otherwise as the generic contract."""
+    folder holds them, otherwise as the generic contract.
+
+    `defer`: generic tables may be left for validation to read when it takes them (see
+    `SourceResult.deferred`), for a caller that validates the result at once with `consume`."""
     store = Path(store).expanduser()
     if not store.exists():
         raise InputError(
@@ -33,4 +36,4 @@ def read_store(
         return read_shopify(store)
     from juno.sources.generic import read_generic
 
-    return read_generic(store)
+    return read_generic(store, defer=defer)

@@ -6,6 +6,7 @@ rejection happen once, in `juno.validate`, whatever the source.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,10 @@ class RawTable:
     frame: pd.DataFrame
 
 
+# Reads one table when called: (raw frame, the file read, rows set aside as REJECTED_COLUMNS).
+TableReader = Callable[[], tuple[pd.DataFrame, InputFile, pd.DataFrame]]
+
+
 @dataclass
 class SourceResult:
     """Everything an adapter read."""
@@ -102,6 +107,10 @@ class SourceResult:
     rejected: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
     )
+    # Tables found, their headers checked, but read only when validation reaches them (and then
+    # gone from here): only one table's raw cells are held at a time. Their files, set-aside rows
+    # and row counts join the rest then.
+    deferred: dict[str, TableReader] = field(default_factory=dict)
 
 
 def normalise_name(name: str) -> str:
