@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -177,6 +178,182 @@ def test_parse_datetime_random_matches_reference() -> None:
         want, want_bad = _reference_parse_datetime(_s(values))
         _same(got, want)
         _same(bad, want_bad)
+
+
+# ---- plain-cell byte checks: the same answer per cell as the regex they replace ----
+
+_PATTERNS = [parse._PLAIN_NUMBER, parse._PLAIN_DATETIME_TZ, parse._PLAIN_DATETIME_NAIVE]
+
+
+def _regex_cells(a: pa.Array, pattern: str) -> np.ndarray:
+    return np.asarray(pc.match_substring_regex(a, pattern).fill_null(False).to_numpy(zero_copy_only=False), bool)
+
+
+def _null_with_bytes(a: pa.Array, rng: random.Random) -> pa.Array:
+    """`a` with some cells nulled by the validity bitmap only, their bytes left in place."""
+    if not len(a):
+        return a
+    keep = [rng.random() > 0.2 for _ in range(len(a))]
+    validity = pa.array(keep).buffers()[1]
+    flat = pa.concat_arrays([a])  # offset 0, so the new bitmap lines up
+    return pa.Array.from_buffers(a.type, len(a), [validity, *flat.buffers()[1:]])
+
+
+def _layouts(values: list[str | None], rng: random.Random) -> list[pa.Array | pa.ChunkedArray]:
+    """The same cells as string and large_string, sliced (non-zero offset), chunked, and with nulls
+    that still hold bytes."""
+    out: list[pa.Array | pa.ChunkedArray] = []
+    for kind in (pa.large_string(), pa.string()):
+        whole = pa.array(["0.5", "x", *values, "12", None], kind)
+        out.append(whole.slice(2, len(values)))
+        out.append(pa.array(values, kind))
+        cut = sorted(rng.sample(range(len(values) + 1), min(3, len(values) + 1)))
+        pieces = zip([0, *cut], [*cut, len(values)], strict=True)
+        out.append(pa.chunked_array([whole.slice(2 + i, j - i) for i, j in pieces], kind))
+        out.append(_null_with_bytes(pa.array(values, kind), rng))
+    return out
+
+
+def _check_cells(values: list[str | None], rng: random.Random) -> int:
+    """Pins every byte check to its regex on `values` in every layout; returns how many matched."""
+    matched = 0
+    for arr in _layouts(values, rng):
+        chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
+        for pattern in _PATTERNS:
+            for chunk in chunks:
+                got, want = parse._BYTE_CHECKS[pattern](chunk), _regex_cells(chunk, pattern)
+                assert got.dtype == bool
+                bad = np.flatnonzero(got != want)
+                assert not len(bad), (pattern, [chunk[int(i)].as_py() for i in bad[:5]])
+                matched += int(want.sum())
+            got_plain, want_plain = parse._only_plain(arr, pattern), parse._only_plain_regex(arr, pattern)
+            assert (got_plain is None) == (want_plain is None)
+            if got_plain is not None and want_plain is not None:
+                assert got_plain.type == want_plain.type and got_plain.to_pylist() == want_plain.to_pylist()
+    return matched
+
+
+_NUMBER_PIECES = [
+    *"0123456789", "-", ".", "+", ":", "T", " ", "Z", "e", "é", "\n",
+    "123456789", "1234567890", "123456", "1234567", ".5", "5.", "-.5", "1.2.3", "4-2", "--",
+]  # fmt: skip
+
+
+def _number_like(rng: random.Random) -> str | None:
+    roll = rng.random()
+    if roll < 0.05:
+        return None
+    if roll < 0.1:
+        return ""
+    if roll < 0.5:
+        return _decimal(rng)
+    if roll < 0.7:  # a plain decimal, a piece put in, over or instead of one byte
+        text = _decimal(rng)
+        at = rng.randrange(len(text) + 1)
+        return text[:at] + rng.choice(["", *_NUMBER_PIECES]) + text[at + rng.randint(0, 1) :]
+    return "".join(rng.choice(_NUMBER_PIECES) for _ in range(rng.randint(1, 4)))
+
+
+@pytest.fixture(params=[False, True], ids=["blocks", "small-blocks"])
+def small_blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each byte check once as it runs, once over blocks of a few cells and bytes (a column spans many)."""
+    if request.param:
+        monkeypatch.setattr(parse, "_BLOCK", 5)
+        monkeypatch.setattr(parse, "_BLOCK_BYTES", 12)  # some cells alone in a pass, some longer
+        monkeypatch.setattr(parse, "_DATETIME_ROWS", 3)
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_number_byte_check_matches_regex() -> None:
+    rng = random.Random(11)
+    matched = 0
+    for _ in range(40):
+        matched += _check_cells([_number_like(rng) for _ in range(rng.randint(0, 300))], rng)
+    assert matched > 10_000
+
+
+def _datetime_text(rng: random.Random, width: int) -> str:
+    d = f"{rng.randint(0, 9999):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 31):02d}"
+    if width >= 19:
+        d += f"{rng.choice('T ')}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+    sign = rng.choice("+-")
+    tz = {20: "Z", 24: f"{sign}{rng.randint(0, 23):02d}{rng.randint(0, 59):02d}"}
+    tz[25] = f"{sign}{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}"
+    return d + tz.get(width, "")
+
+
+# Almost valid: (position, replacement) per width-independent field, each just outside its range.
+_DATETIME_EDGES = [
+    (5, "00"), (5, "13"), (5, "19"), (5, "20"), (8, "00"), (8, "32"), (8, "39"), (8, "40"), (4, "/"), (7, "_"),
+    (0, "a"), (3, "é"), (10, "t"), (10, "_"), (10, "Z"), (11, "24"), (11, "29"), (11, "30"), (14, "60"),
+    (17, "60"), (13, "."), (16, "-"), (19, "z"), (19, ","), (19, " "), (20, "24"), (20, "30"), (22, "60"),
+    (23, "60"), (22, ";"), (24, "a"),
+]  # fmt: skip
+
+
+def _almost_datetime(rng: random.Random, width: int) -> str:
+    text = _datetime_text(rng, width)
+    roll = rng.random()
+    if roll < 0.6:
+        at, piece = rng.choice(_DATETIME_EDGES)
+        if at + len(piece) <= len(text):
+            return text[:at] + piece + text[at + len(piece) :]
+        return text
+    if roll < 0.8:  # a character dropped, added or doubled: another width
+        at = rng.randrange(len(text))
+        return text[:at] + rng.choice(["", "0", text[at] * 2, "é"]) + text[at + 1 :]
+    at = rng.randrange(len(text))
+    return text[:at] + rng.choice("0123456789-:T Z+.é") + text[at + 1 :]
+
+
+@pytest.mark.usefixtures("small_blocks")
+def test_datetime_byte_check_matches_regex() -> None:
+    rng = random.Random(12)
+    matched = 0
+    for width in (10, 19, 20, 24, 25):
+        for _ in range(12):  # one width per column (the matrix path), some cells almost valid
+            spoil = rng.choice([0.0, 0.01, 0.3])
+            blanks = rng.choice([0.0, 0.1])
+            values: list[str | None] = [
+                rng.choice(["", None]) if rng.random() < blanks
+                else _almost_datetime(rng, width) if rng.random() < spoil
+                else _datetime_text(rng, width)
+                for _ in range(rng.randint(1, 400))
+            ]  # fmt: skip
+            matched += _check_cells(values, rng)
+    for _ in range(20):  # mixed widths: cell by cell, width by width
+        values = [
+            rng.choice([None, "", _datetime_text(rng, w), _almost_datetime(rng, w)])
+            for w in rng.choices((10, 19, 20, 24, 25), k=rng.randint(1, 300))
+        ]
+        matched += _check_cells(values, rng)
+    assert matched > 50_000
+
+
+def test_plain_cells_edges_match_regex() -> None:
+    rng = random.Random(13)
+    columns: list[list[str | None]] = [
+        [], [None], [""], ["", None, ""], ["1"], ["1", ""], ["", "1"], ["-"], ["-0", "0", "-"],
+        ["999999999.999999", "1000000000", "1.1234567", "0.000001"], ["1\n", "\n1", " 1", "1 "],
+        ["2024-02-31", "2024-02-31T23:59:59", "2024-02-31T23:59:59+23:59", "2024-02-31 00:00:00-2359"],
+        ["2024-12-01T00:00:17+00:00", "", None], ["2024-12-01T00:00:17Z", "2024-12-01T00:00:17z"],
+        ["2024-12-01T00:00:17+00:00"] * 3 + ["2024-12-01T00:00:17+0000"],
+        ["2024-12-01", "2024-12-01T00:00:17"], ["2024-12-01T00:00:17.5", "２０２４-12-01"],
+    ]  # fmt: skip
+    for values in columns:
+        _check_cells(values, rng)
+
+
+def test_plain_columns_take_the_byte_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_regex(arr: pa.Array | pa.ChunkedArray, pattern: str) -> None:
+        raise AssertionError(pattern)
+
+    monkeypatch.setattr(parse, "_only_plain_regex", no_regex)
+    got, bad = parse_number(_s(["123.75", "1", "", None, "-0.5"]))
+    assert got.tolist()[:2] == [123.75, 1.0] and not bad.any()
+    for values in (["2024-12-01T00:00:17+00:00", "", "2024-12-01T08:00:00-05:00"], ["2024-12-01", None, "2025-01-31"]):
+        got, bad = parse_datetime(_s(values))
+        assert got.notna().sum() == 2 and not bad.any()
 
 
 # ---- text: sliced checks keep clean columns, change nothing else ----
