@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import juno.parse as parse
+import juno.plaincells as plaincells
 from juno.config import Config
 from juno.errors import InputError
 from juno.parse import (
@@ -182,7 +183,7 @@ def test_parse_datetime_random_matches_reference() -> None:
 
 # ---- plain-cell byte checks: the same answer per cell as the regex they replace ----
 
-_PATTERNS = [parse._PLAIN_NUMBER, parse._PLAIN_DATETIME_TZ, parse._PLAIN_DATETIME_NAIVE]
+_PATTERNS = [plaincells.PLAIN_NUMBER, plaincells.PLAIN_DATETIME_TZ, plaincells.PLAIN_DATETIME_NAIVE]
 
 
 def _regex_cells(a: pa.Array, pattern: str) -> np.ndarray:
@@ -221,12 +222,12 @@ def _check_cells(values: list[str | None], rng: random.Random) -> int:
         chunks = arr.chunks if isinstance(arr, pa.ChunkedArray) else [arr]
         for pattern in _PATTERNS:
             for chunk in chunks:
-                got, want = parse._BYTE_CHECKS[pattern](chunk), _regex_cells(chunk, pattern)
+                got, want = plaincells.BYTE_CHECKS[pattern](chunk), _regex_cells(chunk, pattern)
                 assert got.dtype == bool
                 bad = np.flatnonzero(got != want)
                 assert not len(bad), (pattern, [chunk[int(i)].as_py() for i in bad[:5]])
                 matched += int(want.sum())
-            got_plain, want_plain = parse._only_plain(arr, pattern), parse._only_plain_regex(arr, pattern)
+            got_plain, want_plain = plaincells.only_plain(arr, pattern), plaincells.only_plain_regex(arr, pattern)
             assert (got_plain is None) == (want_plain is None)
             if got_plain is not None and want_plain is not None:
                 assert got_plain.type == want_plain.type and got_plain.to_pylist() == want_plain.to_pylist()
@@ -258,9 +259,9 @@ def _number_like(rng: random.Random) -> str | None:
 def small_blocks(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each byte check once as it runs, once over blocks of a few cells and bytes (a column spans many)."""
     if request.param:
-        monkeypatch.setattr(parse, "_BLOCK", 5)
-        monkeypatch.setattr(parse, "_BLOCK_BYTES", 12)  # some cells alone in a pass, some longer
-        monkeypatch.setattr(parse, "_DATETIME_ROWS", 3)
+        monkeypatch.setattr(plaincells, "_BLOCK", 5)
+        monkeypatch.setattr(plaincells, "_BLOCK_BYTES", 12)  # some cells alone in a pass, some longer
+        monkeypatch.setattr(plaincells, "_DATETIME_ROWS", 3)
 
 
 @pytest.mark.usefixtures("small_blocks")
@@ -348,7 +349,7 @@ def test_plain_columns_take_the_byte_checks(monkeypatch: pytest.MonkeyPatch) -> 
     def no_regex(arr: pa.Array | pa.ChunkedArray, pattern: str) -> None:
         raise AssertionError(pattern)
 
-    monkeypatch.setattr(parse, "_only_plain_regex", no_regex)
+    monkeypatch.setattr(plaincells, "only_plain_regex", no_regex)
     got, bad = parse_number(_s(["123.75", "1", "", None, "-0.5"]))
     assert got.tolist()[:2] == [123.75, 1.0] and not bad.any()
     for values in (["2024-12-01T00:00:17+00:00", "", "2024-12-01T08:00:00-05:00"], ["2024-12-01", None, "2025-01-31"]):
