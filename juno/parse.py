@@ -209,8 +209,13 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         return v, pd.Series(False, index=s.index)
     if s.dtype.kind == "b":
         return s.astype("float64"), pd.Series(False, index=s.index)
-    t = s.astype("string").str.strip()
+    t = s.astype("string")
+    # Plain cells hold no spaces, so when every cell is plain the strip changes nothing: try
+    # before paying for a stripped copy of the column.
     plain = _plain_numbers(t)
+    if plain is None:
+        t = t.str.strip()
+        plain = _plain_numbers(t)
     if plain is not None:
         return plain, pd.Series(False, index=s.index, dtype="bool[pyarrow]")
     empty = t.isna() | (t == "")
@@ -317,8 +322,11 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
             v = v.dt.tz_convert("UTC").dt.tz_localize(None)
         v, bad = _as_ns(v)
     else:
-        t = s.astype("string").str.strip()
-        plain = _plain_datetimes(t)
+        t = s.astype("string")
+        plain = _plain_datetimes(t)  # before a stripped copy, as in parse_number
+        if plain is None:
+            t = t.str.strip()
+            plain = _plain_datetimes(t)
         if plain is not None:
             implausible = plain < EARLIEST
             bad = pd.Series(False, index=s.index, dtype="bool[pyarrow]")

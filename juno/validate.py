@@ -418,7 +418,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     line_order_rows = None
     lines_raw = take("order_lines")
     if lines_raw is not None:
-        lines, rej, line_order_rows = _lines(lines_raw, orders)
+        lines, rej, line_order_rows = _lines(lines_raw, orders, own=consume or "order_lines" in deferred)
         rejected_parts.append(rej)
     del lines_raw
 
@@ -666,15 +666,26 @@ def _orders(
     return _keep(out, ok), rej.frame(revenue), rejected_customers
 
 
-def _lines(raw: RawTable, orders: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """(used lines, rejected rows, per used line the row of its order in `orders`)."""
+def _lines(
+    raw: RawTable, orders: pd.DataFrame, own: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(used lines, rejected rows, per used line the row of its order in `orders`).
+
+    `own`: the raw table is the caller's to spend (its columns may be dropped as they are typed)."""
     f = raw.frame
     rej = _Rejects(raw)
     order_id = clean_text(_col(f, "order_id"))
-    qty, bad_q = parse_number(_col(f, "quantity"))
-    price, bad_p = parse_number(_col(f, "price"))
-    line_discount, bad_d = parse_number(_col(f, "line_discount"))
-    cost, bad_c = parse_number(_col(f, "cost"))
+
+    def number(name: str) -> tuple[pd.Series, pd.Series]:
+        parsed = parse_number(_col(f, name))
+        if own and name in f.columns:
+            del f[name]  # nothing reads a line's raw number again: free its text now
+        return parsed
+
+    qty, bad_q = number("quantity")
+    price, bad_p = number("price")
+    line_discount, bad_d = number("line_discount")
+    cost, bad_c = number("cost")
     rej.add(order_id.isna(), "missing order_id")
     # One lookup gives both the lines of unknown orders and every line's order row.
     at = run_positions(order_id, orders["order_id"])
