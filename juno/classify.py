@@ -69,6 +69,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     code = signals.order_codes
     assert code is not None, "signals come from compute_signals"
     history = purchase_history(store, code, signals.category_codes, signals.orders_by_customer)
+    release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at a million customers
     cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
     ctx = make_context(signals, cycles, config)
     cohort_ids = [c for c in config.precedence if c in config.cohorts]

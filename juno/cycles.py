@@ -78,7 +78,7 @@ def _by_product(
     if in_order and n_k < 1 << 15:
         k16 = k.astype(np.int16)
         cd = cd[np.argsort(k16, kind="stable")]
-        k = np.repeat(np.arange(n_k, dtype=np.int64), np.bincount(k16, minlength=n_k))
+        k = np.repeat(np.arange(n_k, dtype=np.int32), np.bincount(k16, minlength=n_k))
     elif n_k.bit_length() + cd_bits <= 62:
         key = np.sort((k.astype(np.int64) << cd_bits) | cd)
         k, cd = key >> cd_bits, key & ((1 << cd_bits) - 1)
@@ -133,7 +133,7 @@ def _level(
     return _Level(
         names=names,
         n_customers=n_c,
-        gk=k[starts],
+        gk=k[starts].astype(np.int64),
         gc=c[starts],
         last_day=(cd[ends] & ((1 << day_bits) - 1)) + d0,
         purchases=(ends - starts + 1).astype(np.int64),
@@ -185,6 +185,13 @@ class PurchaseHistory:
         return self.purchase_rows
 
 
+def _narrow(a: np.ndarray) -> np.ndarray:
+    """Integer codes or row numbers as int32 when they fit: half the memory of 7.6M lines' int64."""
+    if a.dtype == np.int32 or (len(a) and (int(a.max()) >= 1 << 31 or int(a.min()) < -(1 << 31))):
+        return a
+    return a.astype(np.int32)
+
+
 def _lines_by_customer(
     pos: np.ndarray, n_orders: int, orders: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -232,6 +239,7 @@ def purchase_history(
     cat_codes, cat_names = category_codes or sorted_codes(lines["category"])
     kc = cat_codes[idx]
     sku_codes, sku_names = sorted_codes(lines["sku"])
+    sku_codes = _narrow(sku_codes)
     ks = sku_codes[idx]
     if (kc < 0).all() and (ks < 0).all():
         return PurchaseHistory(frame, {}, "order lines carry no category or SKU")
@@ -251,22 +259,28 @@ def purchase_history(
     # (the usual export), the orders' own sort gives it by expanding each order into its lines.
     order_days = order_day.view(np.int64)
     expanded = _lines_by_customer(pos, len(o), orders_by_customer)
+    n_c = len(store.customers)
+    # Customer and day packed in one int64 per line: one array to move through the sorts. Packed
+    # per order, then repeated over its lines: no line-long customer and day arrays on the way.
     if expanded is not None and orders_by_customer is not None:
         rows, per_order = expanded
-        c_rows = np.repeat(code[orders_by_customer], per_order)
-        day_rows = np.repeat(order_days[orders_by_customer], per_order)
+        c_orders, day_orders = code[orders_by_customer], order_days[orders_by_customer]
+        with_lines = per_order > 0
+        d0, day_max = int(day_orders[with_lines].min()), int(day_orders[with_lines].max())
     else:
-        rows, c_rows, day_rows = idx, code[pos[idx]], order_days[pos[idx]]
-    # Customer and day packed in one int64: one array to move through the sorts.
-    d0 = int(day_rows.min())
-    day_bits = (int(day_rows.max()) - d0).bit_length()
-    n_c = len(store.customers)
+        rows, per_order = idx, None
+        c_orders, day_orders = code[pos[idx]], order_days[pos[idx]]
+        d0, day_max = int(day_orders.min()), int(day_orders.max())
+    day_bits = (day_max - d0).bit_length()
     assert n_c.bit_length() + day_bits <= 62
-    cd = (c_rows.astype(np.int64) << day_bits) | (day_rows - d0)
-    del c_rows, day_rows
+    cd = (c_orders.astype(np.int64) << day_bits) | (day_orders - d0)
+    del c_orders, day_orders
+    if per_order is not None:
+        cd = np.repeat(cd, per_order)
+    rows = _narrow(rows)
     levels = {}
     for name, k, names in (("category", cat_codes, cat_names), ("sku", sku_codes, sku_names)):
-        lv = _level(k[rows], cd, day_bits, d0, names, n_c, expanded is not None)
+        lv = _level(_narrow(k)[rows], cd, day_bits, d0, names, n_c, expanded is not None)
         if lv is not None:
             levels[name] = lv
     return PurchaseHistory(frame, levels, None, sku_category, cat_names, sku_categories)

@@ -84,16 +84,16 @@ class Store:
 
         What the core never reads again once validation is done goes: the lines' order ids
         (`line_order_rows()` keeps each line's order row, so a line's order id is
-        `orders["order_id"].take(line_order_rows())`), and the orders' audit columns (source file
-        and line, raw discount code, currency: rejected rows and the currency are already
-        settled). SKU and category become categoricals: a few thousand distinct texts held once, a
+        `orders["order_id"].take(line_order_rows())`), the orders' customer ids (an order's
+        customer id is `customers["customer_id"].take(order_customer_rows())`), and the orders'
+        audit columns (source file and line, raw discount code, currency: rejected rows and the
+        currency are already settled). SKU and category become categoricals: a few thousand distinct texts held once, a
         small code per line. Values are unchanged. `juno.run` does this; `validate` alone (check,
         backtest) does not.
         """
         self.order_customer_rows()
-        self.orders = self.orders.drop(
-            columns=[c for c in (FILE_COL, LINE_COL, "discount_code", "currency") if c in self.orders]
-        )
+        gone = ("customer_id", FILE_COL, LINE_COL, "discount_code", "currency")
+        self.orders = self.orders.drop(columns=[c for c in gone if c in self.orders])
         if self.lines is None:
             return
         self.line_order_rows()

@@ -669,7 +669,10 @@ def test_run_compacts_the_lines_without_changing_them() -> None:
         assert lines[col].astype("str").equals(plain.lines[col].astype("str"))
     rows = result.store.line_order_rows()
     assert (result.store.orders["order_id"].to_numpy()[rows] == plain.lines["order_id"].to_numpy()).all()
-    # The orders keep every column the core reads, unchanged; the settled audit columns go.
+    # The orders keep every column the core reads, unchanged; the settled audit columns and the
+    # customer ids (kept as rows of the customers table) go.
     orders = result.store.orders
-    assert not {FILE_COL, LINE_COL, "discount_code", "currency"} & set(orders.columns)
+    assert not {"customer_id", FILE_COL, LINE_COL, "discount_code", "currency"} & set(orders.columns)
     pd.testing.assert_frame_equal(orders, plain.orders[list(orders.columns)])
+    customer_ids = result.store.customers["customer_id"].to_numpy()[result.store.order_customer_rows()]
+    assert (customer_ids == plain.orders["customer_id"].to_numpy()).all()
