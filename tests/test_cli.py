@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import write_store
 
 JUNO = [sys.executable, "-m", "juno"]
@@ -85,3 +86,38 @@ def test_console_entry_sets_allocator_defaults_before_numpy_and_arrow_load() -> 
     env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip().splitlines()[-1] == "RESULT 0 system"
+
+
+_MALLINFO = (
+    "import ctypes, sys\n"
+    "import numpy as np\n"
+    "from juno.memory import _libc, keep_freed_heap\n"
+    "class Info(ctypes.Structure):\n"
+    "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',"
+    " 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+    "libc = _libc()\n"
+    "if libc is None or not hasattr(libc, 'mallinfo2'):\n"
+    "    print('RESULT skip'); sys.exit()\n"
+    "libc.mallinfo2.restype = Info\n"
+    "applied = keep_freed_heap() if sys.argv[1] == 'on' else False\n"
+    "before = libc.mallinfo2().hblks\n"
+    "a = np.ones(8 << 20)  # 64 MB: glibc maps arrays over 32 MB on their own\n"
+    "print('RESULT', applied, libc.mallinfo2().hblks - before)\n"
+)
+
+
+def test_keep_freed_heap_serves_large_arrays_from_the_heap() -> None:
+    """The juno command lets glibc serve large arrays from the (reused) heap instead of fresh
+    mappings; a user's own malloc settings win."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+    def result(mode: str, extra: dict[str, str] | None = None) -> str:
+        cmd = [sys.executable, "-c", _MALLINFO, mode]
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**env, **(extra or {})}, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    if result("off") == "RESULT skip":
+        pytest.skip("not glibc")  # mallinfo2 counts the mapped blocks
+    assert result("off") == "RESULT False 1"  # the default: the array got its own mapping
+    assert result("on") == "RESULT True 0"
+    assert result("on", {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_MAX_": "65536"}) == "RESULT False 1"
