@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,29 +185,53 @@ def _category_lists(pc_: np.ndarray, pk: np.ndarray, names: np.ndarray, n: int) 
 
 def compute_signals(store: Store, config: Config) -> Signals:
     """One row per customer: orders, value, recency, gaps, discounts, refunds, consent, identity."""
-    th = config.thresholds
-    as_of = store.as_of
     cust = store.customers
-    n = len(cust)
-    cid = cust["customer_id"]
     # The frame's columns, in order; one DataFrame is built from them at the end.
-    cols: dict[str, object] = {"customer_id": cid.array.astype(STR)}
+    cols: dict[str, object] = {"customer_id": cust["customer_id"].array.astype(STR)}
+    cols["duplicate_group"] = cols["merged_into"] = None  # identity: filled at the end, in this order
+    # Duplicate identities (email and phone keys: string kernels, then a few scatter passes) need
+    # only the customers table: found on a second thread while the order signals are computed
+    # (Arrow and NumPy let go of the GIL), unless merging, where every order's customer code
+    # depends on them and waits.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        identity = pool.submit(_identity_columns, cust, config, len(cust))
+        return _signals(store, config, cols, identity)
 
-    # ---- identity and population ----
+
+def _identity_columns(cust: pd.DataFrame, config: Config, n: int) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+    """(each record's identity root, whether merged away, the duplicate_group and merged_into columns)."""
     dup_root = duplicate_groups(cust, config.duplicates)
     group_size = np.bincount(dup_root, minlength=n)[dup_root]
-    ids = pa.array(cid)
+    ids = pa.array(cust["customer_id"])
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks()
     roots = ids.take(pa.array(dup_root))
     null = pa.scalar(None, roots.type)
-    cols["duplicate_group"] = pd.array(pc.if_else(pa.array(group_size > 1), roots, null), dtype="string")
     merged = dup_root != np.arange(n)
-    if config.duplicates.merge:
-        cols["merged_into"] = pd.array(pc.if_else(pa.array(merged), roots, null), dtype="string")
-    else:
-        cols["merged_into"] = pd.array(pa.nulls(n, roots.type), dtype="string")
+    cols: dict[str, object] = {
+        "duplicate_group": pd.array(pc.if_else(pa.array(group_size > 1), roots, null), dtype="string"),
+        "merged_into": (
+            pd.array(pc.if_else(pa.array(merged), roots, null), dtype="string")
+            if config.duplicates.merge
+            else pd.array(pa.nulls(n, roots.type), dtype="string")
+        ),
+    }
+    return dup_root, merged, cols
 
+
+def _signals(
+    store: Store,
+    config: Config,
+    cols: dict[str, object],
+    identity: Future[tuple[np.ndarray, np.ndarray, dict[str, object]]],
+) -> Signals:
+    """compute_signals' body: `cols` holds the columns so far; `identity` gives _identity_columns."""
+    th = config.thresholds
+    as_of = store.as_of
+    cust = store.customers
+    n = len(cust)
+
+    # ---- population ----
     tags = cust["tags"] if "tags" in cust else pd.Series(pd.NA, index=cust.index, dtype="string")
     excluded_tag = _tags_match(tags, config.population.exclude_tags).to_numpy()
     country = cust["country"] if "country" in cust else pd.Series(pd.NA, index=cust.index)
@@ -228,7 +253,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
     o = store.orders
     code = store.order_customer_rows()
     if config.duplicates.merge:
-        code = dup_root[code]
+        code = identity.result()[0][code]
     ordered_at = o["ordered_at"].to_numpy()
     counts = o["counts"].to_numpy(bool)
     in_window = ordered_at > (as_of - pd.Timedelta(days=config.window_days)).to_datetime64()
@@ -339,7 +364,7 @@ def compute_signals(store: Store, config: Config) -> Signals:
     subs = store.subscriptions if store.subscriptions is not None and len(store.subscriptions) else None
     tickets = store.tickets if store.tickets is not None and len(store.tickets) else None
     named = [x["customer_id"] for x in (subs, tickets) if x is not None]
-    rows = positions(pd.concat(named, ignore_index=True), cid) if named else np.zeros(0, dtype=np.intp)
+    rows = positions(pd.concat(named, ignore_index=True), cust["customer_id"]) if named else np.zeros(0, dtype=np.intp)
     status = np.full(n, "none", dtype=object)
     sub_cache: dict[str, np.ndarray] = {}
     if subs is not None:
@@ -390,6 +415,8 @@ def compute_signals(store: Store, config: Config) -> Signals:
         pd.DataFrame({k: cols[k] for k in score_cols}), config.window_days, as_of
     )
 
+    _, merged, identity_cols = identity.result()
+    cols.update(identity_cols)
     if config.duplicates.merge:
         # Merged-away records carry no signals of their own: their orders count on the root.
         for col in ("orders_lifetime", "orders_window", "net_revenue_lifetime", "value_window", "value_score"):
