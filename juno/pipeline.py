@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -179,13 +180,21 @@ def write_run(result: RunResult, out: Path, force: bool = False) -> None:
     assert brief is not None and store is not None and result.customers is not None
 
     def write(tmp: Path) -> None:
-        write_csv(result.cohorts, tmp / "cohorts.csv")
-        (tmp / "cohorts.md").write_text(render_cohorts_md(brief), encoding="utf-8")
-        write_csv(result.customers, tmp / "customers.csv")  # type: ignore[arg-type]
-        (tmp / "brief.md").write_text(render_brief_md(brief), encoding="utf-8")
-        write_json(brief.model_dump(mode="json"), tmp / "brief.json")
-        write_csv(store.rejected, tmp / "rejected_rows.csv")
-        for hook in extra_writers():
+        # customers.csv (320 MB at a million customers) is written on a second thread while the
+        # other outputs are; the last extra writer (review.toml, which fingerprints the outputs)
+        # waits for it. An error on either side still fails the whole write.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            customers_csv = pool.submit(write_csv, result.customers, tmp / "customers.csv")  # type: ignore[arg-type]
+            write_csv(result.cohorts, tmp / "cohorts.csv")
+            (tmp / "cohorts.md").write_text(render_cohorts_md(brief), encoding="utf-8")
+            (tmp / "brief.md").write_text(render_brief_md(brief), encoding="utf-8")
+            write_json(brief.model_dump(mode="json"), tmp / "brief.json")
+            write_csv(store.rejected, tmp / "rejected_rows.csv")
+            hooks = extra_writers()
+            for hook in hooks[:-1]:
+                hook(result, tmp)
+            customers_csv.result()
+        for hook in hooks[-1:]:
             hook(result, tmp)
         write_json(run_info(result), tmp / "run.json")
 
@@ -194,7 +203,8 @@ def write_run(result: RunResult, out: Path, force: bool = False) -> None:
 
 
 def extra_writers() -> list[Callable[[RunResult, Path], None]]:
-    """Outputs owned by other modules: HTML brief, segment logic, review.toml."""
+    """Outputs owned by other modules: HTML brief, segment logic, review.toml. The last one may
+    read the outputs before it (review.toml fingerprints them): it runs once all are written."""
     from juno import report_html, review, segments
 
     return [report_html.write, segments.write, review.write]
