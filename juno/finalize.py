@@ -30,7 +30,7 @@ from juno.review import (
     reachable_mask,
     read_customers,
 )
-from juno.sources.generic import sha256_file
+from juno.sources.csvfiles import sha256_file
 
 FINAL_DIR = "final"
 ORDER = {"approve": 0, "hold": 1, "reject": 2, "pending": 3}

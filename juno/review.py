@@ -20,7 +20,7 @@ import pandas as pd
 from juno.checks import HOLD_FLAGS
 from juno.errors import JunoError
 from juno.render import FORMULA_START, written_sha256
-from juno.sources.generic import sha256_file
+from juno.sources.csvfiles import sha256_file
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult

@@ -31,7 +31,7 @@ from juno.render import (
     write_text_csv,
 )
 from juno.signals import Signals
-from juno.sources.generic import sha256_file
+from juno.sources.csvfiles import sha256_file
 
 EXAMPLE_STORE = Path(__file__).resolve().parent.parent / "examples" / "store"
 

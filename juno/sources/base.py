@@ -6,7 +6,7 @@ rejection happen once, in `juno.validate`, whatever the source.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,3 +120,17 @@ def normalise_name(name: str) -> str:
 
 def store_path(path: str | Path) -> Path:
     return Path(path).expanduser()
+
+
+def projection(names: Sequence[str], table: str) -> list[int] | None:
+    """Indices of the columns anything reads from a `table` file with these header names, or
+    None to keep them all: when a required column is missing (the error then lists every column
+    found) or two names clash (the reader reports that)."""
+    norm = [normalise_name(n) for n in names]
+    named = [n for n in norm if n]
+    if len(set(named)) != len(named) or len(set(names)) != len(names):
+        return None
+    if not has_required(table, named):
+        return None
+    used = USED_COLUMNS[table]
+    return [i for i, n in enumerate(norm) if n in used]

@@ -557,7 +557,7 @@ def read_mapped(store: Path, mapping: dict[str, Any], config_dir: Path) -> Sourc
         out = _read_table(table, ts, parsed.exprs[table], parsed.rules, src, label, spec)
         tables[table] = RawTable(table, out.frame)
         notes.extend(out.notes)
-    from juno.sources.generic import sha256_file
+    from juno.sources.csvfiles import sha256_file
 
     files = [
         InputFile(

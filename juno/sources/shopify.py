@@ -333,7 +333,7 @@ def _cross_check(orders: pd.DataFrame, customers: pd.DataFrame, label: str) -> s
 
 
 def _input_file(path: Path, table: str, rows: int) -> InputFile:
-    from juno.sources.generic import sha256_file
+    from juno.sources.csvfiles import sha256_file
 
     return InputFile(path=str(path), table=table, sha256=sha256_file(path), rows=rows, format="csv")
 
