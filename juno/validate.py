@@ -5,37 +5,16 @@ Fail loud at the edge: after this step the core trusts its data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from juno.config import Config
 from juno.errors import InputError
 from juno.grouping import sorted_codes
-from juno.parse import (
-    arrow_chunks,
-    arrow_of,
-    arrow_positions,
-    blank,
-    clean_text,
-    has_duplicates,
-    is_increasing,
-    isin,
-    lower_text,
-    parse_bool,
-    parse_consent,
-    parse_datetime,
-    parse_number,
-    positions,
-    run_positions,
-    string_series,
-    upper_text,
-)
+from juno.parse import is_increasing, positions, string_series
 from juno.sources.base import (
     FILE_COL,
     LINE_COL,
@@ -45,6 +24,15 @@ from juno.sources.base import (
     InputFile,
     RawTable,
     SourceResult,
+)
+from juno.tables import (
+    customer_rows,
+    customers_table,
+    email_lookup,
+    lines_table,
+    orders_table,
+    subscriptions_table,
+    tickets_table,
 )
 
 __all__ = ["REQUIRED", "Store", "validate"]
@@ -120,69 +108,6 @@ def _categorical(s: pd.Series) -> pd.Series:
     return pd.Series(cat, index=s.index, name=s.name)
 
 
-def _b(mask: pd.Series) -> np.ndarray:
-    return np.asarray(mask.fillna(False).astype(bool), dtype=bool)
-
-
-class _Rejects:
-    """Collects (table, mask, reason) and keeps the first reason per row."""
-
-    def __init__(self, raw: RawTable) -> None:
-        self.raw = raw
-        n = len(raw.frame)
-        # Reason and detail arrays (Python objects, 8 bytes a row) only once a row is rejected.
-        self.reason: np.ndarray | None = None
-        self.detail: np.ndarray | None = None
-        self._ok = np.ones(n, dtype=bool)  # no reason yet
-        self.any = False
-
-    def add(self, mask: pd.Series | np.ndarray, reason: str, detail: pd.Series | None = None) -> None:
-        m = _b(pd.Series(mask)) if not isinstance(mask, np.ndarray) else mask
-        new = m & self._ok
-        if not new.any():
-            return
-        if self.reason is None or self.detail is None:
-            self.reason = np.full(len(self._ok), None, dtype=object)
-            self.detail = np.full(len(self._ok), None, dtype=object)
-        self.any = True
-        self.reason[new] = reason
-        self._ok[new] = False
-        if detail is not None:
-            # Text of the rejected cells only: converting the whole column costs seconds per million.
-            self.detail[new] = np.asarray(detail[new].astype("string").fillna(""), dtype=object)
-
-    @property
-    def ok(self) -> np.ndarray:
-        return self._ok.copy()
-
-    def frame(self, revenue: pd.Series | None = None) -> pd.DataFrame:
-        if self.reason is None or self.detail is None:
-            return pd.DataFrame({c: pd.Series(dtype="object") for c in REJECTED_COLUMNS})
-        bad = ~self.ok
-        f = self.raw.frame
-        return pd.DataFrame(
-            {
-                # Select, then convert: a whole string column as Python objects is ~0.5 GB per 7M rows.
-                "file": f[FILE_COL][bad].to_numpy(),
-                "line": f[LINE_COL][bad].to_numpy(),
-                "table": self.raw.table,
-                "reason": self.reason[bad],
-                "revenue": (
-                    revenue.to_numpy()[bad] if revenue is not None else np.full(bad.sum(), np.nan)
-                ),
-                "detail": self.detail[bad],
-            }
-        )
-
-
-def _keep(frame: pd.DataFrame, ok: np.ndarray) -> pd.DataFrame:
-    """`frame[ok].reset_index(drop=True)`, without copying every column when no row goes."""
-    index = frame.index
-    if ok.all() and isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1:
-        return frame
-    return frame[ok].reset_index(drop=True)
-
-
 def _examples(frame: pd.DataFrame, n: int = 5) -> list[str]:
     cols = [c for c in frame.columns if not c.startswith("_")][:6]
     out = []
@@ -210,25 +135,6 @@ def _require(raw: RawTable, file: str) -> None:
         )
 
 
-def _col(f: pd.DataFrame, name: str) -> pd.Series:
-    if name in f.columns:
-        return f[name]
-    return pd.Series(pd.NA, index=f.index, dtype="string")
-
-
-def _filled(v: pd.Series, value: float) -> pd.Series:
-    """`v.fillna(value)`, sharing `v`'s data when nothing is missing (a column of 7.6M lines)."""
-    return v.fillna(value) if v.isna().any() else v
-
-
-def _zero_floor(v: pd.Series) -> pd.Series:
-    """`v.fillna(0.0).clip(lower=0)`, sharing `v`'s data when every value is already +0 or more."""
-    a = v.to_numpy()
-    if a.dtype.kind == "f" and not (np.isnan(a).any() or np.signbit(a).any()):
-        return v
-    return v.fillna(0.0).clip(lower=0)
-
-
 def _file_of(raw: RawTable, files: list[InputFile]) -> str:
     """The file(s) a table's rows came from (one export can feed several tables)."""
     if FILE_COL in raw.frame.columns and len(raw.frame):
@@ -237,10 +143,6 @@ def _file_of(raw: RawTable, files: list[InputFile]) -> str:
             return ", ".join(names)
     names = [fi.path for fi in files if fi.table == raw.table]
     return ", ".join(names) if names else raw.table
-
-
-def _email_key(s: pd.Series) -> pd.Series:
-    return lower_text(clean_text(s))
 
 
 def validate(source: SourceResult, config: Config, *, consume: bool = False) -> Store:
@@ -288,13 +190,13 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     cust_raw = take("customers")
     customers: pd.DataFrame | None = None
     if cust_raw is not None:
-        customers, rej = _customers(cust_raw)
+        customers, rej = customers_table(cust_raw)
         rejected_parts.append(rej)
         del cust_raw
     first_customers = customers
 
     def email_to_id() -> pd.Series | None:
-        return _email_lookup(first_customers) if first_customers is not None else None
+        return email_lookup(first_customers) if first_customers is not None else None
 
     orders_raw = take("orders")
     assert orders_raw is not None
@@ -303,7 +205,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         "orders",
         orders_raw.frame[[FILE_COL]] if FILE_COL in orders_raw.frame.columns else orders_raw.frame.iloc[:, :0],
     )
-    orders, rej, rejected_customers = _orders(orders_raw, config, email_to_id)
+    orders, rej, rejected_customers = orders_table(orders_raw, config, email_to_id)
     del orders_raw
     rejected_parts.append(rej)
     if orders.empty and rows_read["orders"] == 0:
@@ -322,7 +224,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     # Customers seen on any order row, used or not: each must appear in customers.csv. `at`: per
     # used order, its customer's row in the customers table, where customers without a row there
     # (`new_ids`) are added at its end.
-    at, new_ids = _customer_rows(orders["customer_id"], rejected_customers, customers)
+    at, new_ids = customer_rows(orders["customer_id"], rejected_customers, customers)
 
     # ---- currency ----
     currency: str | None = config.currency
@@ -422,28 +324,28 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     sorted_customers = customers
 
     def email_map() -> pd.Series:
-        return _email_lookup(sorted_customers)
+        return email_lookup(sorted_customers)
 
     # ---- lines ----
     lines = None
     line_order_rows = None
     lines_raw = take("order_lines")
     if lines_raw is not None:
-        lines, rej, line_order_rows = _lines(lines_raw, orders, own=consume or "order_lines" in deferred)
+        lines, rej, line_order_rows = lines_table(lines_raw, orders, own=consume or "order_lines" in deferred)
         rejected_parts.append(rej)
     del lines_raw
 
     tickets = None
     tickets_raw = take("support_tickets")
     if tickets_raw is not None:
-        tickets, rej = _tickets(tickets_raw, known, email_map, as_of)
+        tickets, rej = tickets_table(tickets_raw, known, email_map, as_of)
         rejected_parts.append(rej)
     del tickets_raw
 
     subs = None
     subs_raw = take("subscriptions")
     if subs_raw is not None:
-        subs, rej = _subscriptions(subs_raw, known)
+        subs, rej = subscriptions_table(subs_raw, known)
         rejected_parts.append(rej)
     del subs_raw
 
@@ -478,65 +380,6 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     )
 
 
-def _customer_rows(
-    ids: pd.Series, rejected: pd.Index, customers: pd.DataFrame | None
-) -> tuple[np.ndarray, pa.Array]:
-    """(per order, the row of its customer in `customers` extended by the new ids; the new ids:
-    customers named on orders, used or rejected, who have no row in `customers`).
-
-    One hash lookup of every order's id in the customers table; the few new ids are then found
-    among themselves. Without a customers table every id is new, in order of first appearance.
-    """
-    arr = arrow_chunks(ids)
-    rejected_ids = pa.array(rejected, type=arr.type, from_pandas=True)
-    if customers is None:
-        encoded = pc.dictionary_encode(arrow_of(ids))
-        seen: pa.Array = encoded.dictionary
-        at = np.asarray(encoded.indices.to_numpy(), dtype=np.intp)
-        if len(rejected_ids):
-            rejected_ids = rejected_ids.filter(pc.invert(pc.is_in(rejected_ids, value_set=seen)))
-        return at, pa.concat_arrays([seen, rejected_ids])
-    at = arrow_positions(arr, customers["customer_id"])
-    absent = at < 0
-    new_ids = pa.array([], type=arr.type)
-    if absent.any():
-        missing = arr.filter(pa.array(absent))
-        new_ids = pc.unique(missing)
-        found = pc.index_in(missing, value_set=new_ids).to_numpy()
-        at[absent] = len(customers) + np.asarray(found, dtype=np.intp)
-    if len(rejected_ids):
-        known = pc.or_(
-            pc.is_in(rejected_ids, value_set=arrow_of(customers["customer_id"])),
-            pc.is_in(rejected_ids, value_set=new_ids),
-        )
-        new_ids = pa.concat_arrays([new_ids, rejected_ids.filter(pc.invert(known))])
-    return at, new_ids
-
-
-def _email_lookup(customers: pd.DataFrame) -> pd.Series:
-    """Customer id by email key (first customer per email)."""
-    with_email = customers.dropna(subset=["email_key"]).drop_duplicates("email_key")
-    return pd.Series(with_email["customer_id"].to_numpy(), index=with_email["email_key"].to_numpy())
-
-
-def _fill_ids(cid: pd.Series, email: pd.Series, lookup: Callable[[], pd.Series | None], keep_email: bool) -> pd.Series:
-    """Missing customer ids from the email: the id of the customer with that email key (else,
-    when `keep_email`, the email key itself). Only rows without an id are looked at."""
-    need = np.asarray(cid.isna(), dtype=bool)
-    if not need.any():
-        return cid
-    key = _email_key(email[need])
-    if not key.notna().any():
-        return cid
-    table = lookup()
-    filled = key.map(table).astype("string") if table is not None else pd.Series(pd.NA, index=key.index, dtype="string")
-    if keep_email:
-        filled = filled.fillna(key)
-    out = cid.copy()
-    out[need] = filled.to_numpy()
-    return out
-
-
 def _drop_reject(frame: pd.DataFrame, mask: pd.Series, table: str, reason: str) -> pd.DataFrame:
     part = frame[mask]
     return pd.DataFrame(
@@ -551,222 +394,3 @@ def _drop_reject(frame: pd.DataFrame, mask: pd.Series, table: str, reason: str) 
     )
 
 
-def _customers(raw: RawTable) -> tuple[pd.DataFrame, pd.DataFrame]:
-    f = raw.frame
-    rej = _Rejects(raw)
-    cid = clean_text(_col(f, "customer_id"))
-    rej.add(cid.isna(), "missing customer_id")
-    if has_duplicates(cid):
-        dup = cid.duplicated(keep="first") & cid.notna()
-        rej.add(dup, "duplicate customer_id (first row kept)", cid)
-    created, _bad_created = parse_datetime(_col(f, "created_at"))
-    email_consent, bad_ec = parse_consent(_col(f, "email_consent"))
-    sms_consent, bad_sc = parse_consent(_col(f, "sms_consent"))
-    suppressed, _ = parse_bool(_col(f, "email_suppressed"))
-    email = clean_text(_col(f, "email"))
-    out = pd.DataFrame(
-        {
-            "customer_id": cid.astype("string"),
-            "email": email,
-            "phone": clean_text(_col(f, "phone")),
-            "first_name": clean_text(_col(f, "first_name")),
-            "last_name": clean_text(_col(f, "last_name")),
-            "created_at": created,
-            "email_consent": email_consent,
-            "sms_consent": sms_consent,
-            "email_suppressed": suppressed,
-            "tags": clean_text(_col(f, "tags")),
-            "country": upper_text(clean_text(_col(f, "country"))),
-            "email_key": lower_text(email),  # _email_key, from the email cleaned above
-            "in_customers_file": True,
-            "consent_unrecognised": _b(bad_ec) | _b(bad_sc),
-        },
-        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
-    )
-    for extra in ("total_spent", "total_orders"):
-        if extra in f.columns:
-            out[extra] = parse_number(f[extra])[0]
-    return _keep(out, rej.ok), rej.frame()
-
-
-def _orders(
-    raw: RawTable, config: Config, email_to_id: Callable[[], pd.Series | None]
-) -> tuple[pd.DataFrame, pd.DataFrame, pd.Index]:
-    """(used orders, rejected rows, customer ids named on rejected rows)."""
-    f = raw.frame
-    rej = _Rejects(raw)
-    order_id = clean_text(_col(f, "order_id"))
-    # A row without a customer id: the customer with its email, else the email itself.
-    cid = _fill_ids(clean_text(_col(f, "customer_id")), _col(f, "email"), email_to_id, keep_email=True)
-    ordered_at, bad_date = parse_datetime(_col(f, "ordered_at"))
-    revenue, bad_rev = parse_number(_col(f, "revenue"))
-    discount, bad_disc = parse_number(_col(f, "discount"))
-    refunded, bad_ref = parse_number(_col(f, "refunded"))
-    cost, bad_cost = parse_number(_col(f, "cost"))
-    cancelled_flag, _ = parse_bool(_col(f, "cancelled"))
-    cancelled_at, _ = parse_datetime(_col(f, "cancelled_at"))
-    cancelled = _b(cancelled_flag) | _b(cancelled_at.notna())
-    is_sub, _ = parse_bool(_col(f, "is_subscription_order"))
-    discount_code = clean_text(_col(f, "discount_code"))
-    currency = upper_text(clean_text(_col(f, "currency")))
-
-    rej.add(order_id.isna(), "missing order_id")
-    rej.add(cid.isna(), "no customer id or email (unattributed)", order_id)
-    rej.add(blank(_col(f, "ordered_at")), "missing ordered_at", order_id)
-    rej.add(bad_date, "unparseable or implausible ordered_at", _col(f, "ordered_at"))
-    rej.add(blank(_col(f, "revenue")), "missing revenue", order_id)
-    rej.add(bad_rev, "revenue is not a number", _col(f, "revenue"))
-    rej.add(
-        _b(revenue < 0) & ~cancelled & _b(refunded.fillna(0) <= 0),
-        "negative revenue that is not a refund or cancellation",
-        _col(f, "revenue"),
-    )
-    rej.add(_b(revenue.abs() > 1e9), "revenue implausibly large", _col(f, "revenue"))
-    rej.add(bad_disc | bad_ref | bad_cost, "discount, refunded or cost is not a number", order_id)
-
-    # Duplicate order ids: identical rows are harmless repeats; differing ones are ambiguous.
-    ok_now = pd.Series(rej.ok, index=f.index)
-    dup_any = (
-        order_id.duplicated(keep=False) & ok_now & order_id.notna()
-        if has_duplicates(order_id)
-        else pd.Series(False, index=f.index)
-    )
-    if dup_any.any():
-        # Only rows sharing an order id can share a content key: build keys for those alone.
-        shared = order_id.duplicated(keep=False).to_numpy(bool)
-        sig = pd.DataFrame(
-            {"o": order_id, "c": cid, "d": ordered_at, "r": revenue, "x": refunded}
-        )[shared].astype("string").fillna("")
-        key = pd.Series(False, index=f.index)
-        key[shared] = sig.agg("|".join, axis=1).duplicated(keep="first").to_numpy(bool)
-        cand = dup_any
-        first = order_id[cand].duplicated(keep="first")
-        later = pd.Series(False, index=f.index)
-        later[first.index] = first
-        same = later & key
-        rej.add(_b(same), "duplicate order id (identical row, first kept)", order_id)
-        rej.add(_b(later & ~same), "duplicate order id with different content (first kept)", order_id)
-
-    out = pd.DataFrame(
-        {
-            "order_id": order_id,
-            "customer_id": cid.astype("string"),
-            "ordered_at": ordered_at,
-            "revenue": revenue,
-            "discount": _zero_floor(discount),
-            "refunded": _zero_floor(refunded),
-            "cancelled": cancelled,
-            "cost": cost,
-            "currency": currency,
-            "discount_code": discount_code,
-            "is_subscription_order": _b(is_sub),
-            FILE_COL: f[FILE_COL],
-            LINE_COL: f[LINE_COL],
-        },
-        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
-    )
-    out["has_discount"] = _b(out["discount"] > 0) | _b(discount_code.notna())
-    refunded_full = _b(out["refunded"] >= out["revenue"] - 0.005) & _b(out["refunded"] > 0)
-    out["fully_refunded"] = refunded_full
-    # Net revenue: cancelled and fully refunded orders count zero; partial refunds come off.
-    net = (out["revenue"] - out["refunded"]).clip(lower=0)
-    out["net_revenue"] = net.where(~(out["cancelled"] | refunded_full), 0.0)
-    out["counts"] = ~(out["cancelled"] | refunded_full)
-    ok = rej.ok
-    rejected_customers = pd.Index(cid[~ok].dropna().unique())
-    return _keep(out, ok), rej.frame(revenue), rejected_customers
-
-
-def _lines(
-    raw: RawTable, orders: pd.DataFrame, own: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """(used lines, rejected rows, per used line the row of its order in `orders`).
-
-    `own`: the raw table is the caller's to spend (its columns may be dropped as they are typed)."""
-    f = raw.frame
-    rej = _Rejects(raw)
-    order_id = clean_text(_col(f, "order_id"))
-
-    def number(name: str) -> tuple[pd.Series, pd.Series]:
-        parsed = parse_number(_col(f, name))
-        if own and name in f.columns:
-            del f[name]  # nothing reads a line's raw number again: free its text now
-        return parsed
-
-    qty, bad_q = number("quantity")
-    price, bad_p = number("price")
-    line_discount, bad_d = number("line_discount")
-    cost, bad_c = number("cost")
-    rej.add(order_id.isna(), "missing order_id")
-    # One lookup gives both the lines of unknown orders and every line's order row.
-    at = run_positions(order_id, orders["order_id"])
-    rej.add(at < 0, "line of an unknown or rejected order", order_id)
-    rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
-    category = lower_text(clean_text(_col(f, "category")))
-    sku = clean_text(_col(f, "sku"))
-    out = pd.DataFrame(
-        {
-            "order_id": order_id,
-            "sku": sku,
-            "category": category,
-            "quantity": _filled(qty, 1.0),
-            "price": price,
-            "line_discount": _filled(line_discount, 0.0),
-            "cost": cost,
-        },
-        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
-    )
-    ok = rej.ok
-    return _keep(out, ok), rej.frame(), at[ok] if not ok.all() else at
-
-
-def _tickets(
-    raw: RawTable, known: pd.Index, email_map: Callable[[], pd.Series | None], as_of: pd.Timestamp
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    f = raw.frame
-    rej = _Rejects(raw)
-    cid = _fill_ids(clean_text(_col(f, "customer_id")), _col(f, "email"), email_map, keep_email=False)
-    opened, bad_o = parse_datetime(_col(f, "opened_at"))
-    closed, _ = parse_datetime(_col(f, "closed_at"))
-    rej.add(cid.isna(), "ticket without a customer id or email")
-    rej.add(~isin(cid, known), "ticket of an unknown customer", cid)
-    rej.add(blank(_col(f, "opened_at")) | bad_o, "missing or unparseable opened_at", _col(f, "opened_at"))
-    rej.add(_b(opened > as_of), "ticket opened after as_of")
-    status = lower_text(clean_text(_col(f, "status"))).fillna("")
-    severity = lower_text(clean_text(_col(f, "severity"))).fillna("normal")
-    # Open: an open-like status, or no status and no close date; a closed-like status always wins.
-    open_like = status.isin(["open", "pending", "new", "hold", "on_hold"]) | (closed.isna() & (status == ""))
-    is_open = open_like & ~status.isin(["closed", "solved", "resolved"])
-    out = pd.DataFrame(
-        {
-            "customer_id": cid,
-            "opened_at": opened,
-            "closed_at": closed,
-            "is_open": _b(is_open),
-            "severity": severity,
-            "high_severity": _b(severity.isin(["high", "urgent", "critical"])),
-        },
-        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
-    )
-    return _keep(out, rej.ok), rej.frame()
-
-
-def _subscriptions(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
-    f = raw.frame
-    rej = _Rejects(raw)
-    cid = clean_text(_col(f, "customer_id"))
-    status = lower_text(clean_text(_col(f, "status")))
-    status = status.replace({"canceled": "cancelled", "expired": "cancelled", "on_hold": "paused"})
-    rej.add(cid.isna(), "subscription without a customer id")
-    rej.add(~isin(cid, known), "subscription of an unknown customer", cid)
-    rej.add(~status.isin(["active", "paused", "cancelled"]), "status is not active, paused or cancelled", status)
-    out = pd.DataFrame(
-        {
-            "customer_id": cid,
-            "status": status,
-            "sku": clean_text(_col(f, "sku")),
-            "category": lower_text(clean_text(_col(f, "category"))),
-        },
-        copy=False,  # the columns as built: no copy, no consolidation into 2-D blocks
-    )
-    return _keep(out, rej.ok), rej.frame()

@@ -626,7 +626,7 @@ def test_parse_bool_matches_reference(column: pd.Series) -> None:
 
 
 def test_fill_and_floor_shortcuts_match_reference() -> None:
-    from juno.validate import _filled, _zero_floor
+    from juno.tables import _filled, _zero_floor
 
     for values in ([1.0, 2.5, 0.0], [1.0, np.nan, -0.0], [-0.0, 3.0], [-2.0, 0.5], [], [np.nan], [0.0, 1e300]):
         v = pd.Series(values, dtype="float64")
