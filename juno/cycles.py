@@ -244,9 +244,13 @@ def purchase_history(
     if (kc < 0).all() and (ks < 0).all():
         return PurchaseHistory(frame, {}, "order lines carry no category or SKU")
     # Each SKU's category: the category of its first counted line (missing: -1).
+    # First line per SKU code: pandas' hash-based drop_duplicates (first kept) instead of a
+    # scatter-min over every line (np.minimum.at: 0.27 s at a million customers, this 0.04 s).
     first = np.full(len(sku_names), len(ks), dtype=np.int64)
-    has_sku = np.flatnonzero(ks >= 0)
-    np.minimum.at(first, ks[has_sku], has_sku)
+    firsts = pd.Series(ks).drop_duplicates(keep="first")
+    firsts = firsts[firsts.to_numpy() >= 0]
+    first[firsts.to_numpy()] = firsts.index.to_numpy()
+    del firsts
     seen = first < len(ks)
     sku_category = np.full(len(sku_names), -1, dtype=np.int64)
     sku_category[seen] = kc[first[seen]]
@@ -254,7 +258,7 @@ def purchase_history(
         str(sku): (None if cat < 0 else str(cat_names[cat]))
         for sku, cat in zip(sku_names[seen].tolist(), sku_category[seen].tolist(), strict=True)
     }
-    del kc, ks, has_sku, first
+    del kc, ks, first
     # The counted lines by (customer, day): when lines come grouped by order in order-row order
     # (the usual export), the orders' own sort gives it by expanding each order into its lines.
     order_days = order_day.view(np.int64)
