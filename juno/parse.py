@@ -202,6 +202,12 @@ def upper_text(s: pd.Series) -> pd.Series:
     return s.str.upper()
 
 
+def _none_bad(index: pd.Index) -> pd.Series:
+    """An all-False bool[pyarrow] mask: built from a NumPy array (pandas repeats a scalar into an
+    Arrow array element by element, ~0.4 s per 7.6M-row column)."""
+    return pd.Series(pd.arrays.ArrowExtensionArray(pa.array(np.zeros(len(index), dtype=bool))), index=index)
+
+
 def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Numbers as float64; accepts '$1,234.50', ' 12 ', '€3'. Returns (values, bad)."""
     if s.dtype.kind in "fiu":
@@ -217,7 +223,7 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         t = t.str.strip()
         plain = _plain_numbers(t)
     if plain is not None:
-        return plain, pd.Series(False, index=s.index, dtype="bool[pyarrow]")
+        return plain, _none_bad(s.index)
     empty = t.isna() | (t == "")
     v = pd.to_numeric(t, errors="coerce")
     failed = v.isna() & ~empty
@@ -329,7 +335,7 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
             plain = _plain_datetimes(t)
         if plain is not None:
             implausible = plain < EARLIEST
-            bad = pd.Series(False, index=s.index, dtype="bool[pyarrow]")
+            bad = _none_bad(s.index)
             return plain.mask(implausible), bad | implausible
         empty = t.isna() | (t == "")
         v = pd.to_datetime(t, utc=True, format="ISO8601", errors="coerce")
