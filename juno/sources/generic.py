@@ -18,6 +18,7 @@ from juno.sources.base import (
     LINE_COL,
     REJECTED_COLUMNS,
     TABLES,
+    TAKEN_IN_ORDER,
     InputFile,
     RawTable,
     SourceResult,
@@ -227,7 +228,9 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
     # go of the GIL, and a million-customer store is a gigabyte of CSV to hash. The thread ends
     # once the queued files are hashed.
     hasher = ThreadPoolExecutor(max_workers=1)
-    digests = {name: hasher.submit(digest_file, path, _is_text(path)) for name, path in paths.items()}
+    # Hashed in the order the tables will be read: a read waits for its file's UTF-8 verdict.
+    order = [t for t in TAKEN_IN_ORDER if t in paths] if defer else list(paths)
+    digests = {name: hasher.submit(digest_file, paths[name], _is_text(paths[name])) for name in order}
     hasher.shutdown(wait=False)
     try:
         for name, path in paths.items():
