@@ -10,7 +10,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from juno.plaincells import PLAIN_DATETIME_NAIVE, PLAIN_DATETIME_TZ, PLAIN_NUMBER, only_plain
+from juno.plaincells import (
+    PLAIN_DATETIME_NAIVE,
+    PLAIN_DATETIME_TZ,
+    PLAIN_NUMBER,
+    only_plain,
+    surely_trimmed,
+    surely_unchanged_by_case,
+)
 
 _TRUE = {"true", "t", "yes", "y", "1", "1.0"}
 _FALSE = {"false", "f", "no", "n", "0", "0.0", ""}
@@ -177,6 +184,8 @@ def _already_clean(t: pd.Series) -> bool:
         return False
 
     def clean(part: pa.Array) -> bool:
+        if surely_trimmed(part):  # the bytes settle it for ids and codes: no trimmed copy made
+            return True
         if not pc.all(pc.equal(pc.utf8_trim_whitespace(part), part), min_count=0).as_py():
             return False
         return not (pc.any(pc.starts_with(part, "'")).as_py() or pc.any(pc.equal(part, "")).as_py())
@@ -187,7 +196,9 @@ def _already_clean(t: pd.Series) -> bool:
 def lower_text(s: pd.Series) -> pd.Series:
     """`s.str.lower()`, keeping the column's own buffers when it has no upper-case letter."""
     if _is_arrow_string(s) and _every_slice(
-        pa.array(s), lambda p: bool(pc.all(pc.equal(pc.utf8_lower(p), p), min_count=0).as_py())
+        pa.array(s),
+        lambda p: surely_unchanged_by_case(p, upper=False)
+        or bool(pc.all(pc.equal(pc.utf8_lower(p), p), min_count=0).as_py()),
     ):
         return s
     return s.str.lower()
@@ -196,7 +207,9 @@ def lower_text(s: pd.Series) -> pd.Series:
 def upper_text(s: pd.Series) -> pd.Series:
     """`s.str.upper()`, keeping the column's own buffers when it has no lower-case letter."""
     if _is_arrow_string(s) and _every_slice(
-        pa.array(s), lambda p: bool(pc.all(pc.equal(pc.utf8_upper(p), p), min_count=0).as_py())
+        pa.array(s),
+        lambda p: surely_unchanged_by_case(p, upper=True)
+        or bool(pc.all(pc.equal(pc.utf8_upper(p), p), min_count=0).as_py()),
     ):
         return s
     return s.str.upper()

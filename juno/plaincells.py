@@ -84,6 +84,37 @@ def _nonempty(a: pa.Array) -> np.ndarray:
     return out if valid is None else out & valid
 
 
+def surely_trimmed(a: pa.Array | pa.ChunkedArray) -> bool:
+    """True when no cell is empty or starts with an apostrophe, and every cell starts and ends
+    with printable ASCII other than a space: then no trim (and no `clean_text`) changes a cell.
+    False only means "look closer": the caller runs the exact check."""
+    if isinstance(a, pa.ChunkedArray):
+        return all(surely_trimmed(c) for c in a.chunks)
+    offsets, data = _string_buffers(a)
+    starts, ends = offsets[:-1], offsets[1:]
+    valid = _valid(a)
+    if valid is not None:
+        starts, ends = starts[valid], ends[valid]
+    if not len(starts):
+        return True
+    if bool((ends <= starts).any()):
+        return False
+    first, last = data[starts], data[ends - 1]
+    printable = (first > 0x20) & (first < 0x7F) & (first != ord("'")) & (last > 0x20) & (last < 0x7F)
+    return bool(printable.all())
+
+
+def surely_unchanged_by_case(a: pa.Array | pa.ChunkedArray, upper: bool) -> bool:
+    """True when every byte of the cells is ASCII and none is a letter of the other case (A-Z when
+    lower-casing): then changing case changes no cell. False only means "look closer"."""
+    if isinstance(a, pa.ChunkedArray):
+        return all(surely_unchanged_by_case(c, upper) for c in a.chunks)
+    offsets, data = _string_buffers(a)
+    body = data[offsets[0] : offsets[-1]]
+    low, high = (ord("a"), ord("z")) if upper else (ord("A"), ord("Z"))
+    return not bool(((body >= low) & (body <= high) | (body >= 0x80)).any())
+
+
 _DIGIT, _DOT, _MINUS = ord("0"), ord("."), ord("-")
 # Cells per numpy pass of the byte checks, so that a pass's per-cell arrays stay in the CPU cache;
 # and at most this many bytes per pass of the number check (it keeps a count per byte).

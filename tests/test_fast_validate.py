@@ -376,6 +376,48 @@ def test_sliced_text_checks_match_reference(monkeypatch: pytest.MonkeyPatch) -> 
         assert clean_text(c) is c or pd.Series.equals(clean_text(c), c)
 
 
+_EDGE_CHARS = ["a", "Z", "0", " ", "\t", "\n", "'", "\u00a0", "\u2003", "\u00e9", "\u00c9", "\x1f", "\x7f", "-"]
+
+
+def test_byte_level_text_checks_never_claim_a_change_away() -> None:
+    """surely_trimmed / surely_unchanged_by_case may say "look closer" for a clean column, but
+    when they say "unchanged" the exact Arrow kernels agree, on sliced, chunked and null-bearing
+    arrays of cells made of spaces, tabs, NBSP, em spaces, apostrophes, accents, controls."""
+    rng = random.Random(11)
+    claimed = 0
+    for _ in range(3000):
+        cells = [
+            None if rng.random() < 0.1 else "".join(rng.choice(_EDGE_CHARS) for _ in range(rng.randint(0, 4)))
+            for _ in range(rng.randint(0, 12))
+        ]
+        arr = pa.array(cells, type=rng.choice([pa.string(), pa.large_string()]))
+        for a in (arr, arr.slice(1), pa.chunked_array([arr.slice(0, 3), arr.slice(3)], type=arr.type)):
+            parts = a.chunks if isinstance(a, pa.ChunkedArray) else [a]
+            exact_trim = all(
+                pc.all(pc.equal(pc.utf8_trim_whitespace(p), p), min_count=0).as_py()
+                and not pc.any(pc.starts_with(p, "'")).as_py()
+                and not pc.any(pc.equal(p, "")).as_py()
+                for p in parts
+            )
+            if plaincells.surely_trimmed(a):
+                claimed += 1
+                assert exact_trim, cells
+            for upper, kernel in ((False, pc.utf8_lower), (True, pc.utf8_upper)):
+                if plaincells.surely_unchanged_by_case(a, upper):
+                    assert all(pc.all(pc.equal(kernel(p), p), min_count=0).as_py() for p in parts), cells
+    assert claimed > 100  # the fast answer is given, not only "look closer"
+
+
+def test_clean_ascii_ids_skip_the_trim_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_kernel(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the exact trim / case kernels ran on a column the bytes settle")
+
+    monkeypatch.setattr(parse.pc, "utf8_trim_whitespace", no_kernel)
+    monkeypatch.setattr(parse.pc, "utf8_lower", no_kernel)
+    s = _s([f"C{i:07d}" for i in range(1000)] + [None, "x-1"])
+    assert clean_text(s) is not None and lower_text(_s(["sku-a", "b", None])) is not None
+
+
 def test_clean_columns_keep_their_buffers() -> None:
     s = _s(["abc", "def", None] * 100)
     assert pa.array(clean_text(s)).buffers()[2].address == pa.array(s).buffers()[2].address
