@@ -43,6 +43,11 @@ def isin(s: pd.Series, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
         value_set = pa.array(values, from_pandas=True).cast(arr.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return np.asarray(s.isin(values), dtype=bool)
+    if len(value_set) > 2 * len(arr):
+        # Few cells, many values (64k tickets against a million customers): hash the cells, keep
+        # the values that occur among them, then look the cells up in those. Same answer (nulls
+        # too), without building a hash table of every value.
+        value_set = value_set.filter(pc.is_in(value_set, value_set=arr))
     return np.asarray(pc.is_in(arr, value_set=value_set).to_numpy(zero_copy_only=False), dtype=bool)
 
 

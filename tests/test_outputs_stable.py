@@ -98,6 +98,20 @@ def test_isin_matches_pandas() -> None:
     assert (isin(ints, [2]) == np.array([False, True, False])).all()
 
 
+def test_isin_against_many_values_matches_pandas() -> None:
+    """More values than cells (tickets against every customer): the cells are hashed instead of
+    the values; the answer is pandas' own, missing cells and missing values included."""
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        words = [f"C{i}" for i in range(60)]
+        cells = [None if rng.random() < 0.15 else str(rng.choice(words)) for _ in range(rng.integers(0, 12))]
+        values = [None if rng.random() < 0.05 * (trial % 2) else str(rng.choice(words)) for _ in range(200)]
+        s = pd.Series(cells, dtype="string")
+        for v in (pd.Index(values, dtype="string"), pd.Series(values, dtype="string")):
+            assert len(v) > 2 * len(s)
+            assert (isin(s, v) == s.isin(v).to_numpy(bool)).all(), (cells, values)
+
+
 def test_join_by_group_matches_groupby_join() -> None:
     rng = np.random.default_rng(7)
     keys = np.sort(rng.integers(0, 300, 2_000))
