@@ -226,6 +226,20 @@ def _none_bad(index: pd.Index) -> pd.Series:
     return pd.Series(pd.arrays.ArrowExtensionArray(pa.array(np.zeros(len(index), dtype=bool))), index=index)
 
 
+def _plain_before_strip(
+    s: pd.Series, plain_values: Callable[[pd.Series], pd.Series | None]
+) -> tuple[pd.Series, pd.Series | None]:
+    """(the column as text, stripped unless every cell was plain; its plain values or None).
+    Plain cells hold no spaces, so when every cell is plain the strip changes nothing: try
+    before paying for a stripped copy of the column."""
+    t = s.astype("string")
+    plain = plain_values(t)
+    if plain is None:
+        t = t.str.strip()
+        plain = plain_values(t)
+    return t, plain
+
+
 def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Numbers as float64; accepts '$1,234.50', ' 12 ', '€3'. Returns (values, bad)."""
     if s.dtype.kind in "fiu":
@@ -233,13 +247,7 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         return v, pd.Series(False, index=s.index)
     if s.dtype.kind == "b":
         return s.astype("float64"), pd.Series(False, index=s.index)
-    t = s.astype("string")
-    # Plain cells hold no spaces, so when every cell is plain the strip changes nothing: try
-    # before paying for a stripped copy of the column.
-    plain = _plain_numbers(t)
-    if plain is None:
-        t = t.str.strip()
-        plain = _plain_numbers(t)
+    t, plain = _plain_before_strip(s, _plain_numbers)
     if plain is not None:
         return plain, _none_bad(s.index)
     empty = t.isna() | (t == "")
@@ -346,11 +354,7 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
             v = v.dt.tz_convert("UTC").dt.tz_localize(None)
         v, bad = _as_ns(v)
     else:
-        t = s.astype("string")
-        plain = _plain_datetimes(t)  # before a stripped copy, as in parse_number
-        if plain is None:
-            t = t.str.strip()
-            plain = _plain_datetimes(t)
+        t, plain = _plain_before_strip(s, _plain_datetimes)
         if plain is not None:
             implausible = plain < EARLIEST
             bad = _none_bad(s.index)

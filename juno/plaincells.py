@@ -56,7 +56,7 @@ def only_plain_regex(arr: pa.Array | pa.ChunkedArray, pattern: str) -> pa.Array 
     return pc.if_else(match, arr, pa.scalar(None, arr.type))
 
 
-def _string_buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+def string_buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(offsets, bytes) of a string or large_string array as numpy views of its buffers: cell i is
     bytes[offsets[i]:offsets[i + 1]] (the slice offset applied, null cells included)."""
     buffers = a.buffers()
@@ -78,7 +78,7 @@ def _valid(a: pa.Array) -> np.ndarray | None:
 
 def _nonempty(a: pa.Array) -> np.ndarray:
     """Cells neither null nor empty."""
-    offsets, _ = _string_buffers(a)
+    offsets, _ = string_buffers(a)
     out = offsets[1:] > offsets[:-1]
     valid = _valid(a)
     return out if valid is None else out & valid
@@ -90,7 +90,7 @@ def surely_trimmed(a: pa.Array | pa.ChunkedArray) -> bool:
     False only means "look closer": the caller runs the exact check."""
     if isinstance(a, pa.ChunkedArray):
         return all(surely_trimmed(c) for c in a.chunks)
-    offsets, data = _string_buffers(a)
+    offsets, data = string_buffers(a)
     starts, ends = offsets[:-1], offsets[1:]
     valid = _valid(a)
     if valid is not None:
@@ -109,7 +109,7 @@ def surely_unchanged_by_case(a: pa.Array | pa.ChunkedArray, upper: bool) -> bool
     lower-casing): then changing case changes no cell. False only means "look closer"."""
     if isinstance(a, pa.ChunkedArray):
         return all(surely_unchanged_by_case(c, upper) for c in a.chunks)
-    offsets, data = _string_buffers(a)
+    offsets, data = string_buffers(a)
     body = data[offsets[0] : offsets[-1]]
     low, high = (ord("a"), ord("z")) if upper else (ord("A"), ord("Z"))
     return not bool(((body >= low) & (body <= high) | (body >= 0x80)).any())
@@ -124,7 +124,7 @@ _BLOCK_BYTES = 1 << 20
 
 def _plain_number_cells(a: pa.Array) -> np.ndarray:
     """Per cell of a string array, whether it matches PLAIN_NUMBER (False where null)."""
-    offsets, data = _string_buffers(a)
+    offsets, data = string_buffers(a)
     out = np.zeros(len(a), dtype=bool)
     i = 0
     while i < len(a):
@@ -228,7 +228,7 @@ def _datetime_cells(a: pa.Array, widths: tuple[int, ...]) -> np.ndarray:
     is read as a matrix over its bytes; cells of other widths are copied out width by width."""
     n = len(a)
     out = np.zeros(n, dtype=bool)
-    offsets, data = _string_buffers(a)
+    offsets, data = string_buffers(a)
     body = data[offsets[0] : offsets[-1]] if n else data[:0]
     if not len(body):
         return out

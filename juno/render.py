@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from juno.brief import Brief, CohortFacts
 from juno.narrative.template import environment
+from juno.plaincells import string_buffers
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -262,18 +263,11 @@ def csv_cells(s: pd.Series) -> pa.Array:
     return quote_cells(escape_formulas(text.fill_null("") if text.null_count else text))
 
 
-def _buffers(a: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, bytes) of a large_string array, as numpy views of its buffers."""
-    offsets = np.frombuffer(a.buffers()[1], dtype=np.int64)[a.offset : a.offset + len(a) + 1]
-    data = a.buffers()[2]
-    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
-
-
 def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells whose first byte is one of `chars` (ASCII): starts_with, read off the buffers."""
     if len(a) == 0:
         return np.zeros(0, dtype=bool)
-    offsets, data = _buffers(a)
+    offsets, data = string_buffers(a)
     starts = offsets[:-1]
     nonempty = offsets[1:] > starts
     first = np.zeros(len(a), dtype=np.uint8)
@@ -285,7 +279,7 @@ def _holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
     if len(a) == 0:
         return np.zeros(0, dtype=bool)
-    offsets, data = _buffers(a)
+    offsets, data = string_buffers(a)
     body = data[offsets[0] : offsets[-1]]
     hit = body == chars[0]
     for ch in chars[1:]:
