@@ -26,11 +26,7 @@ MAX_COLUMNS = 10_000
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return digest_file(path, text=False)[0]
 
 
 def digest_file(path: Path, text: bool) -> tuple[str, bool]:
@@ -167,17 +163,17 @@ def header_names(path: Path, delim: str, encoding: str, block: int) -> list[str]
 
 
 def _read_csv(
-    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool, table: str | None
+    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool, table: str
 ) -> pa.Table:
-    """The file's columns as strings: for a contract `table`, only those anything reads (the rest
+    """The file's columns as strings, only those anything reads from a contract `table` (the rest
     are parsed for their field counts but never turned into strings: a million order lines' product
-    names are 250 MB)."""
+    names are 250 MB); every column when a required one is missing, for the error to list."""
     def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, row.actual_columns, row.expected_columns, row.text))
         return "skip"
 
     names = header_names(path, delim, encoding, block)
-    keep = projection(names, table) if table is not None else None
+    keep = projection(names, table)
     include = [names[i] for i in keep] if keep is not None and len(keep) < len(names) else []
     return pacsv.read_csv(
         path,
@@ -195,15 +191,13 @@ def _read_csv(
     )
 
 
-def read_csv_strings(
-    path: Path, table: str, utf8: Callable[[], bool] | None = None
-) -> tuple[pa.Table, list[BadRow]]:
-    """Every column as string: typing happens in validation, where bad cells become rejects.
+def read_csv_strings(path: Path, table: str, utf8: Callable[[], bool]) -> tuple[pa.Table, list[BadRow]]:
+    """Every used column as string: typing happens in validation, where bad cells become rejects.
 
     Rows whose field count differs from the header's are set aside (returned, for rejection).
-    `utf8`: whether the whole file is valid UTF-8 (see `digest_file`). Given it, only the
-    columns anything reads are converted, and a file with a non-UTF-8 byte anywhere is read as
-    Latin-1 as a read of every column would; without it, every column is read.
+    `utf8`: whether the whole file is valid UTF-8 (see `digest_file`). Only the columns anything
+    reads are converted, so this is what reads a file with a non-UTF-8 byte anywhere as Latin-1,
+    as a read of every column would.
     """
     delim, encoding = sniff(path)
     size = path.stat().st_size
@@ -212,14 +206,13 @@ def read_csv_strings(
         bad: list[BadRow] = []
         try:
             with quiet_undecodable_rows():
-                subset = table if utf8 is not None else None
-                arrow = _read_csv(path, delim, encoding, block, bad, True, subset)
-                if encoding == "utf-8" and utf8 is not None and not utf8():
+                arrow = _read_csv(path, delim, encoding, block, bad, True, table)
+                if encoding == "utf-8" and not utf8():
                     encoding = "latin-1"  # a legacy byte in a column not converted
                     continue
                 if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
                     bad = []
-                    arrow = _read_csv(path, delim, encoding, block, bad, False, subset)
+                    arrow = _read_csv(path, delim, encoding, block, bad, False, table)
             return arrow, bad
         except pa.ArrowInvalid as exc:
             msg = str(exc).splitlines()[0]
