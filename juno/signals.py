@@ -194,12 +194,13 @@ def compute_signals(store: Store, config: Config) -> Signals:
     # (Arrow and NumPy let go of the GIL), unless merging, where every order's customer code
     # depends on them and waits.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        identity = pool.submit(_identity_columns, cust, config, len(cust))
+        identity = pool.submit(_identity_columns, cust, config)
         return _signals(store, config, cols, identity)
 
 
-def _identity_columns(cust: pd.DataFrame, config: Config, n: int) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
+def _identity_columns(cust: pd.DataFrame, config: Config) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
     """(each record's identity root, whether merged away, the duplicate_group and merged_into columns)."""
+    n = len(cust)
     dup_root = duplicate_groups(cust, config.duplicates)
     group_size = np.bincount(dup_root, minlength=n)[dup_root]
     ids = pa.array(cust["customer_id"])

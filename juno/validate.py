@@ -76,9 +76,9 @@ class Store:
         `orders["order_id"].take(line_order_rows())`), the orders' customer ids (an order's
         customer id is `customers["customer_id"].take(order_customer_rows())`), and the orders'
         audit columns (source file and line, raw discount code, currency: rejected rows and the
-        currency are already settled). SKU and category become categoricals: a few thousand distinct texts held once, a
-        small code per line. Values are unchanged. `juno.run` does this; `validate` alone (check,
-        backtest) does not.
+        currency are already settled). SKU and category become categoricals: a few thousand
+        distinct texts held once, a small code per line. Values are unchanged. `juno.run` does
+        this; `validate` alone (check, backtest) does not.
         """
         self.order_customer_rows()
         gone = ("customer_id", FILE_COL, LINE_COL, "discount_code", "currency")
@@ -170,9 +170,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         pool.shutdown(wait=False)
 
     def take(name: str) -> RawTable | None:
-        reader = source.deferred.pop(name, None)
-        if name in ahead:
-            reader = ahead.pop(name).result
+        reader = ahead.pop(name).result if name in ahead else source.deferred.pop(name, None)
         if reader is not None:  # read only now, while no other table's raw cells are held
             frame, info, aside = reader()
             raw = RawTable(name, frame)

@@ -149,9 +149,6 @@ def read_table_file(
         arrow = read_parquet(path, table)
     else:
         arrow, bad = read_csv_strings(path, table, lambda: digest.result()[1])
-        keep = projection(arrow.column_names, table)
-        if keep is not None and len(keep) < arrow.num_columns:
-            arrow = arrow.select(keep)
     if bad and arrow.num_rows == 0:
         raise InputError(
             "no row has as many fields as the header (wrong delimiter, or unquoted delimiters in cells?)",
