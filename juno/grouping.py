@@ -16,21 +16,28 @@ import pyarrow.compute as pc
 STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
 
 
+def _dictionary_encode(s: pd.Series) -> tuple[np.ndarray, pa.Array]:
+    """An Arrow string column's Arrow dictionary encoding: (index per row, -1 for missing;
+    the distinct values in order of first appearance)."""
+    arr = pa.array(s)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    enc = pc.dictionary_encode(arr)
+    idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    return idx, enc.dictionary
+
+
 def sorted_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(code per row, distinct values): codes number the distinct non-missing values in sorted
     order (code order = string order), -1 for missing. `pd.factorize(s, sort=True)`, without
     pandas' Python-level sort of an Arrow column (one Arrow dictionary encode instead)."""
     if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
-        arr = pa.array(s)
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        enc = pc.dictionary_encode(arr)
-        names = np.asarray(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        idx, dictionary = _dictionary_encode(s)
+        names = np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=object)
         order = np.argsort(names, kind="stable")  # Python str order: code points, as Arrow sorts
         rank = np.empty(len(names) + 1, dtype=np.int64)
         rank[order] = np.arange(len(names))
         rank[-1] = -1  # missing: index -1 picks the last slot
-        idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
         return rank[idx], names[order]
     if isinstance(s.dtype, pd.CategoricalDtype):
         # Codes re-ranked by the categories' text order (a categorical sorts by its categories).
@@ -52,12 +59,8 @@ def key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
     """(code per row, number of distinct values): codes in order of first appearance, -1 for
     missing. For grouping by equal keys when the order of the groups does not matter."""
     if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
-        arr = pa.array(s)
-        if isinstance(arr, pa.ChunkedArray):
-            arr = arr.combine_chunks()
-        enc = pc.dictionary_encode(arr)
-        idx = np.asarray(pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
-        return idx, len(enc.dictionary)
+        idx, dictionary = _dictionary_encode(s)
+        return idx, len(dictionary)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     return np.asarray(codes, dtype=np.int64), len(uniques)
 
