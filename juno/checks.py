@@ -9,6 +9,7 @@ import pandas as pd
 
 from juno.cohorts import Context, Membership
 from juno.config import Config
+from juno.grouping import subset_codes
 from juno.parse import positions
 
 # Flags that hold a customer back from outreach (counted as "held back" per cohort).
@@ -111,11 +112,8 @@ def compute_flags(
 
 def flag_codes(flags: Flags) -> tuple[list[str], np.ndarray]:
     """Each customer's set of flags as a bit code, and the ';'-joined text of every code."""
-    code = np.zeros(len(flags.frame), dtype=np.int64)
-    for bit, name in enumerate(HOLD_FLAGS):
-        code |= flags.frame[name].to_numpy(bool).astype(np.int64) << bit
-    texts = [";".join(f for b, f in enumerate(HOLD_FLAGS) if c >> b & 1) for c in range(1 << len(HOLD_FLAGS))]
-    return texts, code
+    masks = [flags.frame[name].to_numpy(bool) for name in HOLD_FLAGS]
+    return subset_codes(list(HOLD_FLAGS), masks, len(flags.frame))
 
 
 def flag_strings(flags: Flags) -> np.ndarray:

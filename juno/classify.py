@@ -24,6 +24,7 @@ from juno.cohorts import (
 )
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles, estimate_cycles, purchase_history
+from juno.grouping import subset_codes
 from juno.memory import release_free_memory
 from juno.signals import Signals
 from juno.validate import Store
@@ -245,13 +246,8 @@ def _member_texts(cl: Classification, n: int) -> tuple[Any, Any] | None:
     if n == 0 or len(cids) > 12:
         return None
     notes = vip_excluded_for_discounts(cl.ctx) if "vip" in cl.memberships else np.zeros(n, dtype=bool)
-    anywhere = notes.copy()
-    code = np.zeros(n, dtype=np.int64)
-    for bit, cid in enumerate(cids):
-        mask = np.asarray(cl.memberships[cid].mask, dtype=bool)
-        anywhere |= mask
-        code |= mask.astype(np.int64) << bit
-    rows = np.flatnonzero(anywhere)  # the customers with any reason text
+    names, code = subset_codes(cids, [cl.memberships[cid].mask for cid in cids], n)
+    rows = np.flatnonzero((code != 0) | notes)  # the customers with any reason text
     acc: pa.Array | None = None
     sep = pa.scalar(" | ", pa.large_string())
     order: list[str | None] = [*cids, None]  # None: the not-vip note, last
@@ -274,7 +270,6 @@ def _member_texts(cl: Classification, n: int) -> tuple[Any, Any] | None:
         spread = text.take(pa.array(np.cumsum(mask) - 1, mask=~mask))  # null off the cohort
         # Appended after the cohorts before it, as ' | ' joins them; absent where it has no text.
         acc = spread if acc is None else pc.coalesce(pc.binary_join_element_wise(acc, spread, sep), acc, spread)
-    names = [";".join(c for b, c in enumerate(cids) if k >> b & 1) for k in range(1 << len(cids))]
     where = np.full(n, len(rows), dtype=np.int64)
     where[rows] = np.arange(len(rows))
     reasons = pa.array([""] * len(rows) if acc is None else acc.fill_null(""), pa.large_string())

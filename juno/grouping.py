@@ -115,3 +115,13 @@ def group_quantile(sv: np.ndarray, counts: np.ndarray, q: float) -> np.ndarray:
     val = v[at]
     out = np.where(frac == 0.0, val, val + (v[nxt] - val) * frac)
     return np.where(has, out, np.nan)
+
+
+def subset_codes(names: list[str], masks: list[np.ndarray], n: int) -> tuple[list[str], np.ndarray]:
+    """Each of `n` rows' set of `names` (row in masks[i] -> names[i]) as a bit code, and the
+    ';'-joined text of every code, in `names` order: a column of such sets is then one lookup per row."""
+    code = np.zeros(n, dtype=np.int64)
+    for bit, mask in enumerate(masks):
+        code |= np.asarray(mask, dtype=bool).astype(np.int64) << bit
+    texts = [";".join(name for b, name in enumerate(names) if c >> b & 1) for c in range(1 << len(names))]
+    return texts, code
