@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from juno.config import Config
+from juno.grouping import sorted_codes
 from juno.parse import (
     arrow_chunks,
     arrow_of,
@@ -329,8 +330,8 @@ def lines_table(
     at = run_positions(order_id, orders["order_id"])
     rej.add(at < 0, "line of an unknown or rejected order", order_id)
     rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
-    category = lower_text(clean_text(_col(f, "category")))
-    sku = clean_text(_col(f, "sku"))
+    category = _text_or_codes(_col(f, "category"), lower=True)
+    sku = _text_or_codes(_col(f, "sku"))
     out = pd.DataFrame(
         {
             "order_id": order_id,
@@ -345,6 +346,22 @@ def lines_table(
     )
     ok = rej.ok
     return _keep(out, ok), rej.frame(), at[ok] if not ok.all() else at
+
+
+def _text_or_codes(s: pd.Series, lower: bool = False) -> pd.Series:
+    """`clean_text` (then `lower_text`) of a text column. A categorical (a FEW_DISTINCT column read
+    as codes) is cleaned once per distinct value and stays a categorical: the one `Store.compact`
+    makes of the cleaned text (categories in text order; rows that end up unused are dropped there)."""
+    if not isinstance(s.dtype, pd.CategoricalDtype):
+        t = clean_text(s)
+        return lower_text(t) if lower else t
+    distinct = clean_text(pd.Series(s.cat.categories).astype("string"))
+    if lower:
+        distinct = lower_text(distinct)
+    rank, names = sorted_codes(distinct)  # each raw value's code among the cleaned ones
+    codes = np.append(rank, -1)[np.asarray(s.cat.codes, dtype=np.int64)]  # a missing cell (-1) stays -1
+    coded = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=distinct.dtype))
+    return pd.Series(coded, index=s.index, name=s.name)
 
 
 def tickets_table(

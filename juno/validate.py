@@ -100,11 +100,16 @@ class Store:
 
 def _categorical(s: pd.Series) -> pd.Series:
     """The column as a categorical of the same values, categories in text order (as
-    `astype("category")` has them), from the core's own sorted codes (one Arrow dictionary encode)."""
-    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
+    `astype("category")` has them), from the core's own sorted codes (one Arrow dictionary encode).
+    A categorical already (read as codes) keeps only the categories some row holds."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        dtype = s.cat.categories.dtype
+    elif isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+        dtype = s.dtype
+    else:
         return s.astype("category")
     codes, names = sorted_codes(s)
-    cat = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=s.dtype))
+    cat = pd.Categorical.from_codes(codes, categories=pd.Index(names, dtype=dtype))
     return pd.Series(cat, index=s.index, name=s.name)
 
 

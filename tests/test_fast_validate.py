@@ -482,8 +482,8 @@ def _messy_store(rng: random.Random, folder: Path, fmt: str, with_customers: boo
     if rng.random() < 0.5:
         orders.append(dict(orders[0]))
     lines = [
-        {"order_id": o["order_id"] if rng.random() > 0.1 else "O9999", "sku": rng.choice(["A", "B "]),
-         "category": rng.choice(["Tea", "home"]), "quantity": rng.choice(["1", "2", "x"])}
+        {"order_id": o["order_id"] if rng.random() > 0.1 else "O9999", "sku": rng.choice(["A", "B ", "'A", ""]),
+         "category": rng.choice(["Tea", "home", " TEA", "", "Zed"]), "quantity": rng.choice(["1", "2", "x"])}
         for o in orders for _ in range(rng.randint(0, 2))
     ]  # fmt: skip
     tables = {
@@ -545,17 +545,30 @@ def test_consuming_the_source_changes_nothing(tmp_path: Path) -> None:
         consumed = validate(source, Config(), consume=True)
         assert source.tables == {}
         _assert_same_store(kept, consumed)
-        # Read table by table as validation takes them (juno run): the same Store again.
+        # Read table by table as validation takes them (juno run): the same Store again, except that
+        # SKU and category come as codes (categoricals of the same values), as compact makes them.
         deferred = read_store(folder, None, None, defer=True)
         assert deferred.tables == {} and deferred.files == [] and set(deferred.deferred) >= {"orders"}
-        _assert_same_store(kept, validate(deferred, Config(), consume=True))
+        late = validate(deferred, Config(), consume=True)
         assert deferred.deferred == {}
+        assert kept.lines is not None and late.lines is not None
+        for col in ("sku", "category"):
+            assert isinstance(late.lines[col].dtype, pd.CategoricalDtype)
+            assert late.lines[col].astype(object).equals(kept.lines[col].astype(object))
+        _assert_same_store(kept, late, text_or_codes=True)
+        kept.compact()
+        late.compact()
+        _assert_same_store(kept, late)  # what the core reads: identical, categories and codes alike
 
 
-def _assert_same_store(a: Store, b: Store) -> None:
+def _assert_same_store(a: Store, b: Store, text_or_codes: bool = False) -> None:
+    """`text_or_codes`: the lines' SKU and category are left out (the caller compares them by value)."""
     for name in ("orders", "lines", "customers", "tickets", "subscriptions", "rejected"):
         if getattr(a, name) is None:
             assert getattr(b, name) is None
+        elif name == "lines" and text_or_codes:
+            coded = ["sku", "category"]
+            pd.testing.assert_frame_equal(getattr(a, name).drop(columns=coded), getattr(b, name).drop(columns=coded))
         else:
             pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
     assert a.notes == b.notes
@@ -572,7 +585,9 @@ def test_deferred_reads_keep_rows_set_aside_and_header_errors(tmp_path: Path) ->
     (tmp_path / "customers.csv").write_text("customer_id,email\nC1,a@x.com\nC2,b@x.com\n")
     eager = validate(read_store(tmp_path, None, None), Config(), consume=True)
     assert len(eager.rejected) == 4 and eager.rows_read == {"orders": 3, "order_lines": 4, "customers": 2}
-    _assert_same_store(eager, validate(read_store(tmp_path, None, None, defer=True), Config(), consume=True))
+    late = validate(read_store(tmp_path, None, None, defer=True), Config(), consume=True)
+    _assert_same_store(eager, late, text_or_codes=True)
+    assert late.lines is not None and late.lines["sku"].astype(object).tolist() == ["A", "C"]
     (tmp_path / "customers.csv").write_text("id,email\nC1,a@x.com\n")
     source = read_store(tmp_path, None, None, defer=True)
     assert set(source.tables) == {"customers"} and set(source.deferred) == {"orders", "order_lines"}

@@ -60,6 +60,17 @@ USED_COLUMNS: dict[str, frozenset[str]] = {
     ),
 }
 
+# Text columns with a few distinct values over many rows (a store's SKUs and categories over its
+# order lines). A deferred read (`juno run`) takes them as dictionaries, one small code per row,
+# and validation hands them on as the categoricals `Store.compact` would make of them.
+FEW_DISTINCT: dict[str, frozenset[str]] = {"order_lines": frozenset(("sku", "category"))}
+
+
+def coded_columns(names: Sequence[str], table: str) -> list[str]:
+    """The header names among `names` that are FEW_DISTINCT columns of `table`."""
+    few = FEW_DISTINCT.get(table, frozenset())
+    return [n for n in names if normalise_name(n) in few]
+
 
 def has_required(table: str, names: list[str]) -> bool:
     """True when the (normalised) column names hold everything validation requires of `table`."""

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from juno.errors import InputError
-from juno.sources.base import projection
+from juno.sources.base import coded_columns, projection
 
 if TYPE_CHECKING:
     from sys import UnraisableHookArgs
@@ -163,11 +163,12 @@ def header_names(path: Path, delim: str, encoding: str, block: int) -> list[str]
 
 
 def _read_csv(
-    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool, table: str
+    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool, table: str, coded: bool
 ) -> pa.Table:
     """The file's columns as strings, only those anything reads from a contract `table` (the rest
     are parsed for their field counts but never turned into strings: a million order lines' product
-    names are 250 MB); every column when a required one is missing, for the error to list."""
+    names are 250 MB); every column when a required one is missing, for the error to list.
+    `coded`: the table's FEW_DISTINCT columns as dictionaries of strings (one code per row)."""
     def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, row.actual_columns, row.expected_columns, row.text))
         return "skip"
@@ -175,6 +176,9 @@ def _read_csv(
     names = header_names(path, delim, encoding, block)
     keep = projection(names, table)
     include = [names[i] for i in keep] if keep is not None and len(keep) < len(names) else []
+    types = dict.fromkeys(include or names, pa.large_string())
+    if coded and keep is not None:
+        types.update(dict.fromkeys(coded_columns([names[i] for i in keep], table), _CODED))
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
@@ -183,7 +187,7 @@ def _read_csv(
         ),
         convert_options=pacsv.ConvertOptions(
             # 64-bit offsets, as pandas holds strings: no conversion copy of every text column.
-            column_types=dict.fromkeys(include or names, pa.large_string()),
+            column_types=types,
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
             include_columns=include,
@@ -191,7 +195,12 @@ def _read_csv(
     )
 
 
-def read_csv_strings(path: Path, table: str, utf8: Callable[[], bool]) -> tuple[pa.Table, list[BadRow]]:
+_CODED = pa.dictionary(pa.int32(), pa.large_string())
+
+
+def read_csv_strings(
+    path: Path, table: str, utf8: Callable[[], bool], coded: bool = False
+) -> tuple[pa.Table, list[BadRow]]:
     """Every used column as string: typing happens in validation, where bad cells become rejects.
 
     Rows whose field count differs from the header's are set aside (returned, for rejection).
@@ -206,13 +215,13 @@ def read_csv_strings(path: Path, table: str, utf8: Callable[[], bool]) -> tuple[
         bad: list[BadRow] = []
         try:
             with quiet_undecodable_rows():
-                arrow = _read_csv(path, delim, encoding, block, bad, True, table)
+                arrow = _read_csv(path, delim, encoding, block, bad, True, table, coded)
                 if encoding == "utf-8" and not utf8():
                     encoding = "latin-1"  # a legacy byte in a column not converted
                     continue
                 if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
                     bad = []
-                    arrow = _read_csv(path, delim, encoding, block, bad, False, table)
+                    arrow = _read_csv(path, delim, encoding, block, bad, False, table, coded)
             return arrow, bad
         except pa.ArrowInvalid as exc:
             msg = str(exc).splitlines()[0]

@@ -23,6 +23,7 @@ from juno.sources.base import (
     RawTable,
     SourceResult,
     TableReader,
+    coded_columns,
     normalise_name,
     projection,
 )
@@ -57,16 +58,22 @@ def find_table_file(folder: Path, table: str) -> Path | None:
     return found[0] if found else None
 
 
-def read_parquet(path: Path, table: str | None = None) -> pa.Table:
+def read_parquet(path: Path, table: str | None = None, coded: bool = False) -> pa.Table:
     """The file's columns (for a contract `table`, only those anything reads: the rest would be
-    decoded and held for nothing)."""
+    decoded and held for nothing). `coded`: its FEW_DISTINCT text columns as dictionaries."""
     if table is not None:
         try:
-            names = pq.read_schema(path).names
+            schema = pq.read_schema(path)
+            names = schema.names
             keep = projection(names, table)
-            if keep is not None and len(keep) < len(names):
+            as_codes = [
+                n for n in coded_columns(names, table) if _is_text_type(schema.field(n).type)
+            ] if coded and keep is not None else []
+            if keep is not None and (len(keep) < len(names) or as_codes):
                 # Index columns a pandas-written file declares come along, as in a full read.
-                return pq.read_table(path, columns=[names[i] for i in keep], use_pandas_metadata=True)
+                return pq.read_table(
+                    path, columns=[names[i] for i in keep], use_pandas_metadata=True, read_dictionary=as_codes or None
+                )
         except (pa.ArrowInvalid, OSError):
             pass  # the full read below reports the problem as before
     try:
@@ -133,11 +140,12 @@ def _is_text(path: Path) -> bool:
 
 
 def read_table_file(
-    path: Path, table: str, digest: Future[tuple[str, bool]] | None = None
+    path: Path, table: str, digest: Future[tuple[str, bool]] | None = None, coded: bool = False
 ) -> tuple[pd.DataFrame, InputFile, pd.DataFrame]:
     """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS).
 
-    `digest`: `digest_file` of the file being taken elsewhere meanwhile (otherwise taken here)."""
+    `digest`: `digest_file` of the file being taken elsewhere meanwhile (otherwise taken here).
+    `coded`: the table's FEW_DISTINCT text columns come as categoricals (see `FEW_DISTINCT`)."""
     is_parquet = not _is_text(path)
     if path.stat().st_size == 0:
         raise InputError("the file is empty", file=str(path), expected="a header and data rows")
@@ -146,9 +154,9 @@ def read_table_file(
         digest = Future()
         digest.set_result(digest_file(path, text=not is_parquet))
     if is_parquet:
-        arrow = read_parquet(path, table)
+        arrow = read_parquet(path, table, coded)
     else:
-        arrow, bad = read_csv_strings(path, table, lambda: digest.result()[1])
+        arrow, bad = read_csv_strings(path, table, lambda: digest.result()[1], coded)
     if bad and arrow.num_rows == 0:
         raise InputError(
             "no row has as many fields as the header (wrong delimiter, or unquoted delimiters in cells?)",
@@ -232,7 +240,7 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
     try:
         for name, path in paths.items():
             if defer and _complete_header(path, name):
-                deferred[name] = partial(read_table_file, path, name, digests[name])
+                deferred[name] = partial(read_table_file, path, name, digests[name], coded=True)
                 continue
             frame, info, rejected = read_table_file(path, name, digests[name])
             tables[name] = RawTable(name, frame)
@@ -247,3 +255,7 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
     if set_aside:
         result.rejected = pd.concat(set_aside, ignore_index=True)
     return result
+
+
+def _is_text_type(t: pa.DataType) -> bool:
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
