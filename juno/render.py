@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from juno.brief import Brief, CohortFacts
+from juno.largefile import LargeFile
 from juno.narrative.template import environment
 from juno.plaincells import string_buffers
 
@@ -120,7 +121,7 @@ def _write_slices(path: Path, header: str, text: Callable[[int], memoryview], st
     kernels and numpy let go of the GIL), at most `_AHEAD` slices held at once. The file's
     sha256 is taken from the bytes as they are written (see `written_sha256`)."""
     digest = hashlib.sha256()
-    with path.open("wb") as fh:
+    with LargeFile(path) as fh:
 
         def put(chunk: bytes | memoryview) -> None:
             fh.write(chunk)
@@ -324,7 +325,7 @@ def write_text_csv(text: pd.DataFrame, path: Path) -> None:
     if text.shape[1] < 2 or len(text) == 0 or not plain:
         text.to_csv(path, index=False, lineterminator="\n")
         return
-    with path.open("wb") as fh:
+    with LargeFile(path) as fh:
         fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
         for start in range(0, len(text), _SLICE):
             part = text.iloc[start : start + _SLICE]
