@@ -5,6 +5,7 @@ implementations they replaced give (like tests/test_outputs_stable.py: no timing
 from __future__ import annotations
 
 import copy
+import itertools
 import types
 from pathlib import Path
 from typing import Any
@@ -539,3 +540,24 @@ def test_customer_table_built_alongside_the_cohort_facts_is_the_same(tmp_path: P
 
     with pytest.raises(RuntimeError, match="side failed"):
         run_classification(store, sig, Config(), alongside=broken)
+
+
+def test_take_rows_chunk_by_chunk_equals_take() -> None:
+    """Tag imports take each cohort's contacts chunk by chunk: the same frame as `take`."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(5)
+    texts = np.array(["a", "bé", "", "=x", None, "long text, with comma"], dtype=object)
+    n = 1_000
+    cuts = [0, 1, 1, 300, 301, 999, n]  # an empty chunk and one-row chunks among them
+    columns = {}
+    for name, dtype in (("email", pd.StringDtype("pyarrow")), ("tags", pd.StringDtype("pyarrow", na_value=np.nan))):
+        values = texts[rng.integers(0, len(texts), n)]
+        chunks = [pa.array(values[a:b], pa.large_string()) for a, b in itertools.pairwise(cuts)]
+        columns[name] = pd.Series(pd.array(pa.chunked_array(chunks), dtype=dtype))
+    columns["n"] = pd.Series(np.arange(n))
+    frame = pd.DataFrame(columns)
+    assert pa.array(frame["email"]).num_chunks == len(cuts) - 1
+    for rows in (np.array([], dtype=np.int64), np.array([0, 1, 300, 999]), np.flatnonzero(rng.random(n) < 0.3)):
+        got = segments._take_rows(frame, rows)
+        pd.testing.assert_frame_equal(got, frame.take(rows).reset_index(drop=True), check_exact=True)
