@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from juno.cohorts import RULES, Context
 from juno.config import Config
-from juno.parse import positions
+from juno.parse import positions, take_increasing
 
 if TYPE_CHECKING:
     from juno.pipeline import RunResult
@@ -557,14 +557,10 @@ def _take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
     out = {}
     for col in frame.columns:
         s = frame[col]
-        arr = pa.array(s) if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow" else None
-        if not isinstance(arr, pa.ChunkedArray) or arr.num_chunks < 2:
+        if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
+            out[col] = pd.Series(pd.array(take_increasing(pa.array(s), rows), dtype=s.dtype), name=col)
+        else:
             out[col] = s.take(rows).reset_index(drop=True)
-            continue
-        bounds = np.cumsum([0, *(len(c) for c in arr.chunks)])
-        cut = np.searchsorted(rows, bounds)
-        parts = [c.take(pa.array(rows[cut[i] : cut[i + 1]] - bounds[i])) for i, c in enumerate(arr.chunks)]
-        out[col] = pd.Series(pd.array(pa.chunked_array(parts, type=arr.type), dtype=s.dtype), name=col)
     return pd.DataFrame(out, index=pd.RangeIndex(len(rows)))
 
 

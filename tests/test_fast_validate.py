@@ -8,6 +8,7 @@ hit the edges: empty and missing cells, '-0', impossible dates, unsorted and rep
 
 from __future__ import annotations
 
+import itertools
 import random
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from juno.parse import (
     parse_number,
     positions,
     run_positions,
+    take_increasing,
     upper_text,
 )
 from juno.pipeline import run
@@ -452,6 +454,13 @@ def test_run_positions_match_positions() -> None:
         if rng.random() < 0.2:  # the runs are the keys themselves
             values = [k for k in keys.tolist() for _ in range(rng.randint(1, 2))]
         v = _s(values)
+        if rng.random() < 0.5:  # held in chunks, as a file read in blocks is (empty chunks too)
+            cuts = sorted(rng.choices(range(len(values) + 1), k=rng.randint(1, 4)))
+            chunks = [pa.array(values[a:b], pa.large_string()) for a, b in itertools.pairwise([0, *cuts, len(values)])]
+            v = pd.Series(pd.array(pa.chunked_array(chunks, type=pa.large_string()), dtype=v.dtype))
+            rows = np.flatnonzero(np.array([rng.random() < 0.5 for _ in values], dtype=bool))
+            taken = take_increasing(pa.array(v), rows)
+            assert taken.to_pylist() == [values[i] for i in rows]
         got = run_positions(v, keys)
         assert got.dtype == np.intp
         assert np.array_equal(got, positions(v, keys))
