@@ -25,6 +25,7 @@ from juno.score import CANDIDATES, DEFAULT, value_score
 from juno.signals import Signals, compute_signals
 from juno.sources import read_store
 from juno.sources.base import RawTable, SourceResult
+from juno.tables import raw_column
 from juno.validate import Store, validate
 
 TOP_SHARES = (0.05, 0.10, 0.20)
@@ -64,17 +65,17 @@ def past_source(source: SourceResult, cutoff: pd.Timestamp) -> SourceResult:
     _set(kept, "cancelled", later_cancel, "false")
     tables["orders"] = RawTable("orders", kept)
 
-    kept_ids = set(clean_text(_col(kept, "order_id")).dropna())
-    late_ids = set(clean_text(_col(orders[late], "order_id")).dropna()) - kept_ids
-    kept_customers = set(clean_text(_col(kept, "customer_id")).dropna())
-    kept_emails = set(clean_text(_col(kept, "email")).str.lower().dropna())
+    kept_ids = set(clean_text(raw_column(kept, "order_id")).dropna())
+    late_ids = set(clean_text(raw_column(orders[late], "order_id")).dropna()) - kept_ids
+    kept_customers = set(clean_text(raw_column(kept, "customer_id")).dropna())
+    kept_emails = set(clean_text(raw_column(kept, "email")).str.lower().dropna())
 
     for name, raw in source.tables.items():
         f = raw.frame
         if name == "orders":
             continue
         if name == "order_lines":
-            f = f[~clean_text(_col(f, "order_id")).isin(late_ids).to_numpy(bool)]
+            f = f[~clean_text(raw_column(f, "order_id")).isin(late_ids).to_numpy(bool)]
         elif name == "support_tickets":
             f = f[~_after(f, "opened_at", cutoff)].copy()
             reopened = _after(f, "closed_at", cutoff)
@@ -86,8 +87,8 @@ def past_source(source: SourceResult, cutoff: pd.Timestamp) -> SourceResult:
             _set(f, "cancelled_at", still, pd.NA)
             _set(f, "status", still, "active")
         elif name == "customers":
-            has_order = clean_text(_col(f, "customer_id")).isin(kept_customers) | clean_text(
-                _col(f, "email")
+            has_order = clean_text(raw_column(f, "customer_id")).isin(kept_customers) | clean_text(
+                raw_column(f, "email")
             ).str.lower().isin(kept_emails)
             f = f[~_after(f, "created_at", cutoff) | has_order.to_numpy(bool)]
         tables[name] = RawTable(name, f)
@@ -98,12 +99,6 @@ def past_source(source: SourceResult, cutoff: pd.Timestamp) -> SourceResult:
         notes=list(source.notes),
         rejected=source.rejected,
     )
-
-
-def _col(f: pd.DataFrame, name: str) -> pd.Series:
-    if name in f.columns:
-        return f[name]
-    return pd.Series(pd.NA, index=f.index, dtype="string")
 
 
 @dataclass

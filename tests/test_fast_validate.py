@@ -742,3 +742,11 @@ def test_run_compacts_the_lines_without_changing_them() -> None:
     pd.testing.assert_frame_equal(orders, plain.orders[list(orders.columns)])
     customer_ids = result.store.customers["customer_id"].to_numpy()[result.store.order_customer_rows()]
     assert (customer_ids == plain.orders["customer_id"].to_numpy()).all()
+
+
+def test_an_absent_column_reads_as_all_missing_text() -> None:
+    from juno.tables import raw_column
+
+    f = pd.DataFrame({"order_id": ["O1", "O2", "O3"]}, index=[4, 5, 9])
+    pd.testing.assert_series_equal(raw_column(f, "email"), pd.Series(pd.NA, index=f.index, dtype="string"))
+    assert raw_column(f, "order_id") is not None and raw_column(f, "order_id").tolist() == ["O1", "O2", "O3"]
