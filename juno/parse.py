@@ -69,8 +69,21 @@ def _index_in(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> np.ndarray | 
         value_set = pa.array(index, from_pandas=True).cast(arr.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
-    found = pc.index_in(arr, value_set=value_set, skip_nulls=True).fill_null(-1)
-    return np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.intp)
+    kept: np.ndarray | None = None
+    if len(value_set) > 2 * len(arr):
+        # Few values, many keys (tickets and subscriptions against a million customers): as in
+        # `isin`, keep the keys that occur among the values (a hash of the values only), look the
+        # values up in those, and map back to the keys' rows. Same answer, first key on repeats.
+        present = np.asarray(pc.is_in(value_set, value_set=arr).to_numpy(zero_copy_only=False), dtype=bool)
+        kept = np.flatnonzero(present)
+        value_set = value_set.filter(pa.array(present))
+    found = np.asarray(
+        pc.index_in(arr, value_set=value_set, skip_nulls=True).fill_null(-1).to_numpy(zero_copy_only=False),
+        dtype=np.intp,
+    )
+    if kept is not None:
+        found = np.where(found >= 0, kept[np.maximum(found, 0)], -1) if len(kept) else np.full(len(found), -1)
+    return np.asarray(found, dtype=np.intp)
 
 
 def arrow_positions(arr: pa.Array, keys: pd.Series) -> np.ndarray:

@@ -179,6 +179,29 @@ def test_positions_match_get_indexer() -> None:
     assert (positions(values, pd.Index(keys.to_numpy(object))) == expected).all()
 
 
+def test_positions_of_few_values_among_many_keys_match_arrow_lookup() -> None:
+    """Few values against many keys (tickets against every customer) hashes the values, not the
+    keys: the same rows as a lookup in every key, missing values and repeated keys included (the
+    first key of a repeat, as Arrow's lookup gives)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rng = np.random.default_rng(8)
+    for trial in range(60):
+        words = [f"C{i}" for i in range(80)]
+        keys = [None if rng.random() < 0.03 * (trial % 3) else str(rng.choice(words)) for _ in range(120)]
+        if trial % 2:
+            keys = list(dict.fromkeys(keys))  # unique keys, as customer ids are
+        values = [None if rng.random() < 0.15 else str(rng.choice([*words, "X1"])) for _ in range(rng.integers(0, 12))]
+        s, k = pd.Series(values, dtype="string"), pd.Series(keys, dtype="string")
+        assert len(k) > 2 * len(s)
+        want = pc.index_in(pa.array(s), value_set=pa.array(k), skip_nulls=True).fill_null(-1).to_numpy(False)
+        got = positions(s, k)
+        assert got.dtype == np.intp and (got == want).all(), (values, keys)
+        if trial % 2 and k.notna().all():  # unique keys: pandas' own answer too
+            assert (got == pd.Index(k).get_indexer(s)).all()
+
+
 def test_consent_parsed_per_distinct_value_matches_per_row() -> None:
     words = ["Subscribed", " yes ", "NO", None, "", "opted-in", "opted in", "weird", "never subscribed", "n"]
     s = pd.Series(words * 3, dtype="string", index=range(10, 40))
