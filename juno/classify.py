@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +23,7 @@ from juno.cohorts import (
     vip_excluded_for_discounts,
 )
 from juno.config import Config, Thresholds
-from juno.cycles import Cycles, PurchaseHistory, estimate_cycles, purchase_history
+from juno.cycles import Cycles, estimate_cycles, purchase_history
 from juno.grouping import subset_codes
 from juno.memory import release_free_memory
 from juno.signals import Signals
@@ -67,18 +65,7 @@ def definition(cid: str, config: Config, value_column: str) -> str:
     return f"{cid}: " + ", ".join(parts)
 
 
-def run_classification(
-    store: Store,
-    signals: Signals,
-    config: Config,
-    alongside: Callable[[Classification], None] | None = None,
-) -> Classification:
-    """Memberships, checks and actions per customer, then the cohort facts.
-
-    `alongside`: called on a second thread with the classification once every per-customer
-    result is in, while the cohort facts (their stability re-runs) are computed here; its
-    `cohort_facts` are still empty then. Returns once both are done; its error is raised here.
-    """
+def run_classification(store: Store, signals: Signals, config: Config) -> Classification:
     f = signals.frame
     code = signals.order_codes
     assert code is not None, "signals come from compute_signals"
@@ -96,42 +83,6 @@ def run_classification(
         1 - signals.margin_coverage > config.thresholds.margin_coverage_min
     )
     vip_excl = int(vip_excluded_for_discounts(ctx).sum()) if "vip" in memberships else 0
-    cl = Classification(
-        ctx=ctx,
-        cycles=cycles,
-        memberships=memberships,
-        primary=prim,
-        flags=flags,
-        held=held,
-        actions=actions,
-        cohort_facts=[],
-        vip_discount_excluded=vip_excl,
-        margin_incomplete=margin_incomplete,
-    )
-    if alongside is None:
-        cl.cohort_facts = _cohort_facts(store, signals, config, cl, cycles, code, history)
-        return cl
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        side = pool.submit(alongside, cl)
-        cl.cohort_facts = _cohort_facts(store, signals, config, cl, cycles, code, history)
-        side.result()
-    return cl
-
-
-def _cohort_facts(
-    store: Store,
-    signals: Signals,
-    config: Config,
-    cl: Classification,
-    cycles: Cycles,
-    code: np.ndarray,
-    history: PurchaseHistory,
-) -> list[CohortFacts]:
-    """Each cohort's size, value, checks, priority, confidence and stability (`cl.cohort_facts`)."""
-    f = signals.frame
-    ctx, memberships, flags, held, prim = cl.ctx, cl.memberships, cl.flags, cl.held, cl.primary
-    margin_incomplete = cl.margin_incomplete
-    cohort_ids = [c for c in config.precedence if c in config.cohorts]
 
     cycle_cache: dict[tuple[int, int, float], Cycles] = {}
 
@@ -219,7 +170,18 @@ def _cohort_facts(
     order = sorted(facts, key=lambda c: (-c.priority_score, -tiebreak[c.cohort], c.cohort))
     for i, c in enumerate(order, start=1):
         c.priority = f"P{i}"
-    return facts
+    return Classification(
+        ctx=ctx,
+        cycles=cycles,
+        memberships=memberships,
+        primary=prim,
+        flags=flags,
+        held=held,
+        actions=actions,
+        cohort_facts=facts,
+        vip_discount_excluded=vip_excl,
+        margin_incomplete=margin_incomplete,
+    )
 
 
 def _text(values: np.ndarray) -> Any:
@@ -324,24 +286,9 @@ def customer_table(
     `contacts` (the store's customers, row-aligned with the signals) adds email and phone, which
     the reviewed member files need.
     """
-    table, priority = customer_table_parts(signals, cl, contacts)
-    return with_priority(table, priority, cl)
-
-
-def with_priority(table: pd.DataFrame, priority: Callable[[dict[str, str]], Any], cl: Classification) -> pd.DataFrame:
-    """`table` from `customer_table_parts` with its priority column filled from `cl.cohort_facts`."""
-    table["priority"] = priority({c.cohort: c.priority for c in cl.cohort_facts})
-    return table
-
-
-def customer_table_parts(
-    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
-) -> tuple[pd.DataFrame, Callable[[dict[str, str]], Any]]:
-    """`customer_table` with its priority column still empty, and the function that makes that
-    column from the cohorts' priorities (known once the cohort facts are): everything else needs
-    only the per-customer results, so it can be built while the facts are computed."""
     f = signals.frame
     n = len(f)
+    prio = {c.cohort: c.priority for c in cl.cohort_facts}
     texts = _member_texts(cl, n)
     if texts is None:
         texts = _member_texts_objects(cl, n)
@@ -377,17 +324,14 @@ def customer_table_parts(
         hit = prim == cid
         pcode[hit] = i
         seen |= hit
-    every_coded = bool(seen.all())
-    primary_col = _coded(names, pcode) if every_coded else _text(prim)
-
-    def priority_col(prio: dict[str, str]) -> Any:
-        if every_coded:
-            return _coded(["", *[prio.get(c, "") for c in names[1:]]], pcode)
-        # A primary cohort outside the memberships: text as it is.
+    if seen.all():
+        primary_col = _coded(names, pcode)
+        priority_col = _coded(["", *[prio.get(c, "") for c in names[1:]]], pcode)
+    else:  # a primary cohort outside the memberships: text as it is
         priority = np.full(n, "", dtype=object)
         for cohort, p in prio.items():
             priority[prim == cohort] = p
-        return _text(priority)
+        primary_col, priority_col = _text(prim), _text(priority)
     cols: dict[str, Any] = {
         "customer_id": _as_str(f["customer_id"]),
         "status": _coded(list(_STATUS), status),
@@ -396,7 +340,7 @@ def customer_table_parts(
         "flags": _coded(*flag_codes(cl.flags)),
         "held_back": cl.held & classified,
         "next_action": _text(cl.actions),
-        "priority": priority_col({}),  # filled by with_priority
+        "priority": priority_col,
         "reason_codes": reasons_col,
         "flag_detail": _text(cl.flags.detail),
         "unclassified_reason": _text(why),
@@ -443,4 +387,4 @@ def customer_table_parts(
                 out[col] = _as_str(contacts[col])
             else:
                 out[col] = contacts[col].to_numpy() if col in contacts else None
-    return out, priority_col
+    return out

@@ -17,7 +17,7 @@ import pandas as pd
 
 from juno import __version__
 from juno.brief import Brief, CycleFact, Facts, Narrative, Provenance, ReasonCount, Scope
-from juno.classify import Classification, customer_table_parts, run_classification, with_priority
+from juno.classify import Classification, customer_table, run_classification
 from juno.config import Config
 from juno.narrative import draft_narrative
 from juno.outputs import write_atomically
@@ -244,17 +244,11 @@ def run(
         result.signals = compute_signals(result.store, config)
 
     def classify_step() -> None:
-        store, signals = result.store, result.signals
-        assert store is not None and signals is not None
-        parts: list[tuple[pd.DataFrame, Callable[[dict[str, str]], Any]]] = []
-
-        def table(cl: Classification) -> None:
-            parts.append(customer_table_parts(signals, cl, contacts=store.customers))
-
-        # The customer table is built on a second thread while the cohort facts are computed;
-        # only its priority column waits for them.
-        result.classification = run_classification(store, signals, config, alongside=table)
-        result.customers = with_priority(*parts[0], result.classification)
+        assert result.store is not None and result.signals is not None
+        result.classification = run_classification(result.store, result.signals, config)
+        result.customers = customer_table(
+            result.signals, result.classification, contacts=result.store.customers
+        )
 
     def narrative_step() -> None:
         facts = build_facts(result)

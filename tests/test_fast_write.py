@@ -4,11 +4,9 @@ implementations they replaced give (like tests/test_outputs_stable.py: no timing
 
 from __future__ import annotations
 
-import copy
 import itertools
 import types
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -508,38 +506,6 @@ def test_int_cells_match_str() -> None:
     null = np.array([False, True, False])
     assert int_cells(np.array([1, 2, 300_000]), null).to_pylist() == ["1", None, "300000"]
     assert int_cells(np.array([1, 2, 3]), null).to_pylist() == ["1", None, "3"]
-
-
-def test_customer_table_built_alongside_the_cohort_facts_is_the_same(tmp_path: Path) -> None:
-    """`juno run` builds the customer table on a second thread while the cohort facts are
-    computed, and fills its priority column after: the same table and facts as in sequence."""
-    from juno.classify import customer_table_parts, run_classification, with_priority
-
-    result = run(random_store(tmp_path / "s", n=400), config=Config())
-    store, sig = result.store, result.signals
-    assert store is not None and sig is not None and result.customers is not None
-    store = copy.deepcopy(store)
-    plain = run_classification(store, sig, Config())
-    seen: list[int] = []
-    parts: list[tuple[pd.DataFrame, Any]] = []
-
-    def table(cl: Classification) -> None:
-        seen.append(len(cl.cohort_facts))
-        parts.append(customer_table_parts(sig, cl, contacts=store.customers))
-
-    cl = run_classification(store, sig, Config(), alongside=table)
-    assert seen == [0]  # the facts were not there yet
-    assert cl.cohort_facts == plain.cohort_facts and any(f.priority for f in cl.cohort_facts)
-    got = with_priority(*parts[0], cl)
-    pd.testing.assert_frame_equal(got, customer_table(sig, plain, contacts=store.customers), check_exact=True)
-    pd.testing.assert_frame_equal(got, result.customers, check_exact=True)
-    assert (got["priority"] != "").any()
-
-    def broken(cl: Classification) -> None:
-        raise RuntimeError("side failed")
-
-    with pytest.raises(RuntimeError, match="side failed"):
-        run_classification(store, sig, Config(), alongside=broken)
 
 
 def test_take_rows_chunk_by_chunk_equals_take() -> None:

@@ -28,7 +28,7 @@ STEP_FUNCTIONS = [
     (juno.pipeline, "validate"),  # validate
     (juno.pipeline, "compute_signals"),  # signals
     (juno.pipeline, "run_classification"),  # classify
-    (juno.pipeline, "customer_table_parts"),  # classify (on a second thread)
+    (juno.pipeline, "customer_table"),  # classify
     (juno.pipeline, "build_facts"),  # brief
     (juno.pipeline, "draft_narrative"),  # brief
     (juno.pipeline, "write_csv"),  # write: cohorts.csv, customers.csv, rejected_rows.csv
