@@ -104,20 +104,25 @@ def _level(
         k, cd = k[ok], cd[ok]
     n_k = len(names)
     k, cd = _by_product(k, cd, n_c.bit_length() + day_bits, n_k, in_order)
-    c = cd >> day_bits
+    # Each array below is as long as the level's distinct purchase days (millions at a million
+    # customers; this is the classification's peak): each goes as soon as it has served.
     first = np.ones(len(k), dtype=bool)  # first day of a (customer, product)
-    first[1:] = (k[1:] != k[:-1]) | (c[1:] != c[:-1])
+    # Same customer: the packed values agree above the day bits (no customer array needed).
+    first[1:] = (k[1:] != k[:-1]) | (((cd[1:] ^ cd[:-1]) >> day_bits) != 0)
     again = ~first
     gk_gap = k[again]
     # Whole days between consecutive distinct purchase days (same customer: the packed
     # customer-day values differ by the days alone).
     gap = (cd[1:] - cd[:-1])[again[1:]]
+    del again
     pairs = np.bincount(gk_gap, minlength=n_k)
     customers = np.bincount(k[first], minlength=n_k)
     sv, counts = sorted_by_group(gk_gap, gap, n_k)
+    del gk_gap, gap
     median = group_median(sv, counts)
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = (group_quantile(sv, counts, 0.75) - group_quantile(sv, counts, 0.25)) / median
+    del sv, counts
     present = np.flatnonzero(customers > 0)
     stats = pd.DataFrame(
         {
@@ -129,13 +134,19 @@ def _level(
         }
     )
     starts = np.flatnonzero(first)
+    del first
     ends = np.r_[starts[1:], len(k)] - 1
+    gk = k[starts].astype(np.int64)
+    del k
+    gc = cd[starts] >> day_bits
+    last_day = (cd[ends] & ((1 << day_bits) - 1)) + d0
+    del cd
     return _Level(
         names=names,
         n_customers=n_c,
-        gk=k[starts].astype(np.int64),
-        gc=c[starts],
-        last_day=(cd[ends] & ((1 << day_bits) - 1)) + d0,
+        gk=gk,
+        gc=gc,
+        last_day=last_day,
         purchases=(ends - starts + 1).astype(np.int64),
         present=present,
         stats=stats,
