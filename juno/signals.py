@@ -108,6 +108,19 @@ def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray
     return order, code[order], t[order]
 
 
+# A (customer, category) grid of up to this many cells is summed by bincount however few lines
+# there are (128 MB per float array); beyond it, while the grid holds no more cells than 4x the
+# lines (its arrays then no larger than a few of the line-long arrays already held).
+_DENSE_CELLS = 1 << 24
+
+
+def _dense_cells(cells: int, lines: int) -> bool:
+    """Whether per-customer category sums go through one bincount over the whole grid. Past it,
+    pandas' groupby over every line: 18 s of a 3M-customer run when the bound was 2**24 cells
+    alone (3M customers x 8 categories), against under a second on the grid."""
+    return cells <= max(_DENSE_CELLS, 4 * lines)
+
+
 def _top_categories(
     c: np.ndarray, k: np.ndarray, v: np.ndarray, n: int, n_cat: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -121,7 +134,7 @@ def _top_categories(
     """
     if not len(c):
         return np.full(n, -1, dtype=np.int64), c[:0].astype(np.int64), k[:0].astype(np.int64)
-    dense = n * n_cat <= 1 << 24 and bool(np.isfinite(v).all())
+    dense = _dense_cells(n * n_cat, len(c)) and bool(np.isfinite(v).all())
     if dense:
         # Group by one bincount over (customer, category) cells; then work on the bought cells.
         key = c.astype(np.int64) * n_cat + k

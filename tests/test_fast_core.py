@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -842,3 +843,35 @@ def test_product_grouping_paths_agree() -> None:
     assert np.array_equal(want_k, k[order][keep]) and np.array_equal(want_cd, cd[order][keep])
     for got in (_by_product(k, cd, 30, 40, True), _by_product(k, cd, 60, 40, False)):  # radix; lexsort
         assert np.array_equal(got[0], want_k) and np.array_equal(got[1], want_cd)
+
+
+def test_top_category_grid_scales_with_the_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past 2**24 cells the grid is still summed by bincount while it holds at most 4x the lines
+    (3M customers x 8 categories over 23M lines); a sparser grid takes pandas' path. Both give the
+    compensated sums' top."""
+    import juno.signals as signals
+
+    assert signals._dense_cells(1 << 24, 10) and not signals._dense_cells((1 << 24) + 1, 10)
+    assert signals._dense_cells(24_000_000, 23_000_000) and not signals._dense_cells(200_000_000, 23_000_000)
+    grouped: list[int] = []
+    real_groupby = pd.DataFrame.groupby
+
+    def counting(self: pd.DataFrame, *args: Any, **kwargs: Any) -> Any:
+        grouped.append(len(self))
+        return real_groupby(self, *args, **kwargs)
+
+    monkeypatch.setattr(pd.DataFrame, "groupby", counting)
+    rng = np.random.default_rng(4)
+    n, n_cat = 3000, 4  # 12,000 cells
+    # (lines, bound, whether pandas sums every line): over both bounds; under the fixed bound;
+    # over the fixed bound but under 4x the lines.
+    for m, bound, all_by_pandas in ((2000, 100, True), (2000, 100_000, False), (6000, 100, False)):
+        c, k = rng.integers(0, n, m), rng.integers(0, n_cat, m)
+        v = rng.choice([0.1, 0.2, 0.3, 0.7, 3.0, 3.0, 1e8, -1e8], m)
+        want_top, want_pairs = _ref_top(c, k, v, n)
+        monkeypatch.setattr(signals, "_DENSE_CELLS", bound)
+        grouped.clear()
+        top, pc_, pk = _top_categories(c, k, v, n, n_cat)
+        assert (grouped == [m]) is all_by_pandas  # the grid path re-ranks only close calls
+        assert np.array_equal(top, want_top)
+        assert list(zip(pc_.tolist(), pk.tolist(), strict=True)) == want_pairs
