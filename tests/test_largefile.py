@@ -95,3 +95,10 @@ def test_other_write_errors_are_raised(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(os, "write", full)
     with pytest.raises(OSError, match="No space"), LargeFile(tmp_path / "a.csv") as fh:
         fh.write(b"x" * 20_000)
+
+
+def test_direct_io_can_be_switched_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUNO_DIRECT_IO", "0")
+    pieces = _pieces(13)
+    assert _write(tmp_path / "a.csv", pieces) is False
+    assert (tmp_path / "a.csv").read_bytes() == b"".join(pieces)
