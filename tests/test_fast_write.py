@@ -15,7 +15,7 @@ from helpers import random_store
 
 import juno.render
 from juno import classify as classify_module
-from juno import report_html, segments
+from juno import report_html, segment_sql, segments
 from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
 from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, vip_excluded_for_discounts
@@ -326,7 +326,7 @@ def _reference_cycle_rows(result: RunResult) -> list[tuple[str, str, str | None,
 
 def test_cycle_rows_match_reference() -> None:
     result = run(EXAMPLE_STORE, config=Config())
-    assert segments._cycle_rows(result) == _reference_cycle_rows(result)
+    assert segment_sql.cycle_rows_of(result) == _reference_cycle_rows(result)
     # SKU-level cycles (the example store has none): first category of each SKU with a cycle.
     purchases = pd.DataFrame(
         {
@@ -348,13 +348,13 @@ def test_cycle_rows_match_reference() -> None:
     for p in (purchases, purchases.astype({"sku": object}), purchases.iloc[:0]):
         cycles = types.SimpleNamespace(table=table, purchases=p)
         fake = types.SimpleNamespace(classification=types.SimpleNamespace(cycles=cycles))
-        got.append(segments._cycle_rows(fake))  # type: ignore[arg-type]
+        got.append(segment_sql.cycle_rows_of(fake))  # type: ignore[arg-type]
         assert got[-1] == _reference_cycle_rows(fake)  # type: ignore[arg-type]
         # Classification's own SKU -> first category map gives the same rows without the frame.
         first = p.dropna(subset=["sku"]).drop_duplicates("sku")
         known = {str(k): (None if pd.isna(v) else str(v)) for k, v in zip(first["sku"], first["category"], strict=True)}
         cycles.sku_categories = known
-        assert segments._cycle_rows(fake) == got[-1]  # type: ignore[arg-type]
+        assert segment_sql.cycle_rows_of(fake) == got[-1]  # type: ignore[arg-type]
     assert ("sku", "S1", None, 20.5) in got[0] and ("sku", "S2", "tea", 14.0) in got[0]
 
 

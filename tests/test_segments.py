@@ -13,7 +13,8 @@ import pytest
 import juno
 from juno.config import Config, Population, Thresholds
 from juno.pipeline import RunResult
-from juno.segments import SQL_COLUMNS, build
+from juno.segment_sql import SQL_COLUMNS
+from juno.segments import build
 
 duckdb = pytest.importorskip("duckdb")
 
