@@ -92,11 +92,12 @@ class LargeFile:
             fcntl.fcntl(self._fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
             self._direct = False
 
-    def close(self) -> None:
+    def close(self, flush: bool = True) -> None:
+        """Write what is staged (unless `flush` is False: the file is being abandoned) and close."""
         if self._fd < 0:
             return
         try:
-            if self._stage is not None and self._used:
+            if flush and self._stage is not None and self._used:
                 whole = self._used - self._used % _ALIGN
                 if whole and self._direct:
                     self._send(whole)
@@ -117,7 +118,8 @@ class LargeFile:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        # After an error the file is incomplete anyway: no flush that could raise over it.
+        self.close(flush=kind is None)
 
 
 def _write_all(fd: int, view: memoryview) -> None:

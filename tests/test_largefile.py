@@ -102,3 +102,16 @@ def test_direct_io_can_be_switched_off(tmp_path: Path, monkeypatch: pytest.Monke
     pieces = _pieces(13)
     assert _write(tmp_path / "a.csv", pieces) is False
     assert (tmp_path / "a.csv").read_bytes() == b"".join(pieces)
+
+
+def test_an_error_inside_the_block_is_not_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Leaving the block on an error closes the file without flushing what is staged, so a
+    failing flush (a full disk) cannot replace the error that stopped the writing."""
+
+    def full(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(KeyError), LargeFile(tmp_path / "a.csv") as fh:
+        fh.write(b"x" * 5000)  # staged (direct) or written (buffered) before the disk fills
+        monkeypatch.setattr(os, "write", full)
+        raise KeyError("formatting failed")
