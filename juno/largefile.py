@@ -57,7 +57,7 @@ class LargeFile:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data).cast("B")
         if self._stage is None:
-            _write_all(self._fd, view)
+            self._write_view(view)
             return
         while len(view):
             n = min(len(view), _STAGE - self._used)
@@ -71,6 +71,13 @@ class LargeFile:
         """Write the first `n` staged bytes (a multiple of _ALIGN unless direct writing is off)."""
         assert self._stage is not None
         view = memoryview(self._stage)[:n]
+        self._write_view(view)
+        view.release()
+        self._stage.move(0, n, self._used - n)
+        self._used -= n
+
+    def _write_view(self, view: memoryview) -> None:
+        """All of `view` to the file, short writes continued."""
         while len(view):
             try:
                 done = os.write(self._fd, view)
@@ -82,9 +89,6 @@ class LargeFile:
                 self._buffered()
                 continue
             view = view[done:]
-        view.release()
-        self._stage.move(0, n, self._used - n)
-        self._used -= n
 
     def _buffered(self) -> None:
         if self._direct and fcntl is not None:
@@ -120,9 +124,3 @@ class LargeFile:
     ) -> None:
         # After an error the file is incomplete anyway: no flush that could raise over it.
         self.close(flush=kind is None)
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while len(view):
-        done = os.write(fd, view)
-        view = view[done:]

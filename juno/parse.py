@@ -43,12 +43,23 @@ def isin(s: pd.Series, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
         value_set = pa.array(values, from_pandas=True).cast(arr.type)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return np.asarray(s.isin(values), dtype=bool)
-    if len(value_set) > 2 * len(arr):
-        # Few cells, many values (64k tickets against a million customers): hash the cells, keep
-        # the values that occur among them, then look the cells up in those. Same answer (nulls
-        # too), without building a hash table of every value.
-        value_set = value_set.filter(pc.is_in(value_set, value_set=arr))
+    few = _present_among(value_set, arr)
+    if few is not None:
+        value_set = few[0]
     return np.asarray(pc.is_in(arr, value_set=value_set).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _present_among(
+    value_set: pa.Array | pa.ChunkedArray, arr: pa.Array | pa.ChunkedArray
+) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray] | None:
+    """With many more values than cells (64k tickets against a million customers): the values
+    that occur among the cells, and their rows in `value_set`, from a hash of the cells alone.
+    Looking the cells up in those gives the same answer (nulls too, first value on repeats)
+    without a hash table of every value. None when the value set is not that much larger."""
+    if len(value_set) <= 2 * len(arr):
+        return None
+    present = np.asarray(pc.is_in(value_set, value_set=arr).to_numpy(zero_copy_only=False), dtype=bool)
+    return value_set.filter(pa.array(present)), np.flatnonzero(present)
 
 
 def positions(values: pd.Series, keys: pd.Series | pd.Index) -> np.ndarray:
@@ -70,13 +81,9 @@ def _index_in(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> np.ndarray | 
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
     kept: np.ndarray | None = None
-    if len(value_set) > 2 * len(arr):
-        # Few values, many keys (tickets and subscriptions against a million customers): as in
-        # `isin`, keep the keys that occur among the values (a hash of the values only), look the
-        # values up in those, and map back to the keys' rows. Same answer, first key on repeats.
-        present = np.asarray(pc.is_in(value_set, value_set=arr).to_numpy(zero_copy_only=False), dtype=bool)
-        kept = np.flatnonzero(present)
-        value_set = value_set.filter(pa.array(present))
+    few = _present_among(value_set, arr)  # few values, many keys: then mapped back to key rows
+    if few is not None:
+        value_set, kept = few
     found = np.asarray(
         pc.index_in(arr, value_set=value_set, skip_nulls=True).fill_null(-1).to_numpy(zero_copy_only=False),
         dtype=np.intp,
