@@ -30,7 +30,13 @@ def blank(s: pd.Series) -> pd.Series:
         return s.isna()
     if s.dtype.kind == "M":
         return s.isna()
-    return s.isna() | (s.astype("string").str.strip() == "")
+    t = s.astype("string")
+    if not _is_arrow_string(t):
+        return t.isna() | (t.str.strip() == "")
+    # Arrow's whitespace test is the one its strip uses: no stripped copy of the column.
+    arr = pa.array(t)
+    empty = pc.or_kleene(pc.equal(pc.utf8_length(arr), 0), pc.utf8_is_space(arr)).fill_null(True)
+    return pd.Series(pd.arrays.ArrowExtensionArray(empty), index=s.index, name=s.name)  # bool[pyarrow], as the == gave
 
 
 def isin(s: pd.Series, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
@@ -319,7 +325,7 @@ def _plain_numbers(t: pd.Series) -> pd.Series | None:
         return None
     if (np.signbit(values) & (values == 0)).any():
         return None  # '-0': pandas reads a column of integers as +0
-    return pd.Series(values, index=t.index, name=t.name)
+    return pd.Series(values, index=t.index, name=t.name, copy=False)  # pandas 3 copies an array by default
 
 
 def _plain_datetimes(t: pd.Series) -> pd.Series | None:
@@ -342,7 +348,7 @@ def _plain_datetimes(t: pd.Series) -> pd.Series | None:
         ns = np.array(seconds.fill_null(np.iinfo(np.int64).min).to_numpy(), dtype=np.int64)
         valid = ns != np.iinfo(np.int64).min
         ns[valid] *= 10**9
-        return pd.Series(ns.view("datetime64[ns]"), index=t.index, name=t.name)
+        return pd.Series(ns.view("datetime64[ns]"), index=t.index, name=t.name, copy=False)
     return None
 
 
@@ -374,7 +380,7 @@ def _within_ns(v: pd.Series) -> pd.Series | None:
         return None
     ns = ints * per
     ns[missing] = np.iinfo(np.int64).min
-    return pd.Series(ns.view("datetime64[ns]"), index=v.index, name=v.name)
+    return pd.Series(ns.view("datetime64[ns]"), index=v.index, name=v.name, copy=False)
 
 
 def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
@@ -410,10 +416,15 @@ def parse_bool(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         return s.fillna(False).astype(bool), pd.Series(False, index=s.index)
     if s.isna().all():  # an absent column: every cell blank, so False and not bad
         return pd.Series(False, index=s.index, name=s.name), pd.Series(False, index=s.index, name=s.name)
-    t = s.astype("string").str.strip().str.lower().fillna("")
-    val = t.isin(_TRUE)
-    bad = ~val & ~t.isin(_FALSE)
-    return val.astype(bool), bad
+    # A handful of distinct words per million rows: read each once, spread back by code.
+    codes, distinct = pd.factorize(s.astype("string"), use_na_sentinel=False)
+    t = pd.Series(distinct, dtype="string").str.strip().str.lower().fillna("")
+    val = t.isin(_TRUE).to_numpy(bool)
+    bad = ~val & ~t.isin(_FALSE).to_numpy(bool)
+    return (
+        pd.Series(val[codes], index=s.index, name=s.name, copy=False),
+        pd.Series(bad[codes], index=s.index, name=s.name, copy=False),
+    )
 
 
 CONSENT_VALUES = (

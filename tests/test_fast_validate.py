@@ -677,10 +677,27 @@ def test_typed_datetimes_match_reference(unit: str, tz: str | None) -> None:
         _same(bad, want_bad)
 
 
+# Every whitespace character Python knows, alone, doubled and beside text, and flag words
+# in any case and padding: what blank() and parse_bool() meet in a hand-edited export.
+_SPACES = [chr(c) for c in range(0x3100) if chr(c).isspace()] + ["\u200b", "\ufeff", "\u180e"]
+_MESSY_FLAGS = (
+    ["", " ", "a", " a ", None, "TRUE", " yes", "No ", "1", "1.0", "0.0", "t", "F", "maybe", "\u00a0true\u00a0"]
+    + ["y\t", "YES\n", "-0", "2023-01-01"] + _SPACES + [c * 2 for c in _SPACES] + [c + "x" for c in _SPACES]
+)
+
+
+@pytest.mark.parametrize("dtype", ["string", "str", object])
+def test_blank_matches_reference(dtype: object) -> None:
+    column = pd.Series(_MESSY_FLAGS * 2, dtype=dtype, name="c")
+    want = column.isna() | (column.astype("string").str.strip() == "")
+    pd.testing.assert_series_equal(parse.blank(column), want)
+
+
 @pytest.mark.parametrize(
     "column",
     [pd.Series([None, None], dtype="string"), pd.Series([None, None], dtype=object), pd.Series([np.nan] * 3),
-     pd.Series([], dtype="string"), pd.Series(["yes", None, " no ", "maybe"], dtype="string")],
+     pd.Series([], dtype="string"), pd.Series(["yes", None, " no ", "maybe"], dtype="string")] +
+    [pd.Series(_MESSY_FLAGS * 2, dtype=dt) for dt in ("string", "str", object)],
 )  # fmt: skip
 def test_parse_bool_matches_reference(column: pd.Series) -> None:
     t = column.astype("string").str.strip().str.lower().fillna("")
