@@ -206,9 +206,20 @@ def clean_text(s: pd.Series) -> pd.Series:
     if _already_clean(t):
         # The usual case: keep the column's own buffers instead of a copy of a large table.
         return t
-    t = t.str.strip()
-    t = t.str.removeprefix("'")
-    return t.mask(t == "")
+    if not _is_arrow_string(t):
+        t = t.str.strip()
+        t = t.str.removeprefix("'")
+        return t.mask(t == "")
+    # The same steps by Arrow kernels: one trimmed copy, and further ones only where a cell
+    # needs them (pandas' strip, removeprefix and mask copied the column three times over).
+    x = pc.utf8_trim_whitespace(pa.array(t))
+    marked = pc.starts_with(x, "'")
+    if pc.any(marked).as_py():
+        x = pc.if_else(marked, pc.utf8_slice_codeunits(x, 1), x)
+    empty = pc.equal(x, "")
+    if pc.any(empty).as_py():
+        x = pc.if_else(empty, pa.scalar(None, x.type), x)
+    return pd.Series(pd.array(x, dtype=t.dtype), index=s.index, name=s.name)
 
 
 # Whole-column checks run over slices of this many rows: a kernel that builds a transformed copy

@@ -687,6 +687,13 @@ _MESSY_FLAGS = (
 
 
 @pytest.mark.parametrize("dtype", ["string", "str", object])
+def test_clean_text_matches_reference(dtype: object) -> None:
+    marked = ["'", "''", "' ", " ' ", "'x", " 'x", "''x", "' x", "'\u3000"]
+    column = pd.Series((_MESSY_FLAGS + marked) * 2, dtype=dtype, name="c")
+    _same(clean_text(column), _reference_clean_text(column))
+
+
+@pytest.mark.parametrize("dtype", ["string", "str", object])
 def test_blank_matches_reference(dtype: object) -> None:
     column = pd.Series(_MESSY_FLAGS * 2, dtype=dtype, name="c")
     want = column.isna() | (column.astype("string").str.strip() == "")
