@@ -356,27 +356,28 @@ def estimate_cycles(
             continue
         cycle_of = np.full(len(lv.names), np.nan)  # per product code: its cycle, NaN if none
         cycle_of[lv.present[rep]] = stats["median_days"].to_numpy(float)[rep]
-        sel = np.flatnonzero(~np.isnan(cycle_of[lv.gk]))
-        cycle = cycle_of[lv.gk[sel]]
-        last_at = lv.last_day[sel].astype("datetime64[D]").astype("datetime64[s]")
-        due_at = last_at + (cycle * 86400).astype("timedelta64[s]")
-        lo = (as_of - pd.to_timedelta(cycle * th.overdue_fraction, unit="D")).to_numpy()
-        hi = (as_of + pd.Timedelta(days=th.lead_days)).to_datetime64()
-        is_due = (due_at >= lo) & (due_at <= hi)
+        with_cycle = np.flatnonzero(~np.isnan(cycle_of))
+        # The groups are sorted by product: each product's rows are one run.
+        bounds = np.searchsorted(lv.gk, np.arange(len(cycle_of) + 1))
+        starts, lengths = bounds[with_cycle], np.diff(bounds)[with_cycle]
+        sel = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        k_sel = np.repeat(with_cycle, lengths)
+        is_due, cycle_s = _due(lv.last_day[sel], k_sel, cycle_of, as_of, th.overdue_fraction, th.lead_days)
         rows = sel[is_due]
         k = lv.gk[rows]
         assert h.sku_category is not None
         picked.append((li, k, k if level == "category" else h.sku_category[k], lv.last_day[rows], lv.gc[rows]))
         if due_customers_only:
             continue
+        last_at = lv.last_day[rows].astype("datetime64[D]").astype("datetime64[s]")
         dues.append(
             pd.DataFrame(
                 {
                     "c": lv.gc[rows],
                     "level": level,
                     "product": lv.names[k],
-                    "last_at": last_at[is_due],
-                    "due_at": due_at[is_due],
+                    "last_at": last_at,
+                    "due_at": last_at + cycle_s[k],
                     "purchases": lv.purchases[rows],
                 }
             )
@@ -404,6 +405,30 @@ def estimate_cycles(
         order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
         due = due.iloc[order].reset_index(drop=True)
     return Cycles(table.reset_index(drop=True), due, h.purchases, reason, h.sku_categories)
+
+
+def _due(
+    last_day: np.ndarray, product: np.ndarray, cycle_of: np.ndarray, as_of: pd.Timestamp, overdue: float, lead: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(per row: due, per product code: its cycle as timedelta64[s] (0 where it has none)).
+
+    Due: lo <= due_at <= hi, where due_at = last purchase day + the product's cycle in whole
+    seconds, lo = as_of - cycle x `overdue` days, hi = as_of + `lead` days. Both bounds are
+    taken per product, less the cycle, in whole nanoseconds (as the datetime comparison makes
+    them), so each row costs one multiply and two compares: the same answer as the datetimes.
+    """
+    with_cycle = ~np.isnan(cycle_of)
+    cycle_s = np.zeros(len(cycle_of), dtype="timedelta64[s]")
+    cycle_s[with_cycle] = (cycle_of[with_cycle] * 86400).astype("timedelta64[s]")
+    cycle_ns = cycle_s[with_cycle].astype("timedelta64[ns]").astype(np.int64)
+    lo = (as_of - pd.to_timedelta(cycle_of[with_cycle] * overdue, unit="D")).to_numpy()
+    hi = (as_of + pd.Timedelta(days=lead)).to_datetime64()
+    low = np.zeros(len(cycle_of), dtype=np.int64)
+    high = np.zeros(len(cycle_of), dtype=np.int64)
+    low[with_cycle] = lo.astype("datetime64[ns]").astype(np.int64) - cycle_ns
+    high[with_cycle] = np.array(hi).astype("datetime64[ns]").astype(np.int64) - cycle_ns
+    last_ns = last_day.astype(np.int64) * (86400 * 10**9)
+    return (last_ns >= low[product]) & (last_ns <= high[product]), cycle_s
 
 
 def _later(h: PurchaseHistory, picked: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> np.ndarray:

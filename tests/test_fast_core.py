@@ -589,6 +589,48 @@ def test_cycles_match_reference(store_dir: Path, merge: bool) -> None:
     assert len(some_due.due) > 0  # the store reaches the due path
 
 
+def _ref_due(
+    last_day: np.ndarray, product: np.ndarray, cycle_of: np.ndarray, as_of: pd.Timestamp, overdue: float, lead: int
+) -> np.ndarray:
+    """Who is due, as estimate_cycles computed it row by row with datetimes before the per-product bounds."""
+    cycle = cycle_of[product]
+    last_at = last_day.astype("datetime64[D]").astype("datetime64[s]")
+    due_at = last_at + (cycle * 86400).astype("timedelta64[s]")
+    lo = (as_of - pd.to_timedelta(cycle * overdue, unit="D")).to_numpy()
+    hi = (as_of + pd.Timedelta(days=lead)).to_datetime64()
+    return np.asarray((due_at >= lo) & (due_at <= hi), dtype=bool)
+
+
+@pytest.mark.parametrize("as_of", ["2026-03-01", "2026-03-01 23:59:59", "2026-03-01 12:00:00.5"])
+def test_due_bounds_match_the_datetimes(as_of: str) -> None:
+    """Rows a day either side of both bounds and exactly on them, for whole, fractional and
+    second-truncated cycles: the per-product integer bounds agree with the datetime comparison."""
+    from juno.cycles import _due
+
+    at = pd.Timestamp(as_of)
+    cycle_of = np.array([10.0, 30.5, np.nan, 7.25, 1 / 3, 45.0000001])
+    day0 = int(at.normalize().value // (86400 * 10**9))
+    products, days = [], []
+    for p, cycle in enumerate(cycle_of):
+        if np.isnan(cycle):
+            continue
+        for overdue, lead in ((0.5, 14), (0.0, 0), (1.1, 15)):
+            for edge in (day0 - cycle - cycle * overdue, day0 + lead - cycle):  # lo and hi bounds
+                for d in range(int(np.floor(edge)) - 2, int(np.ceil(edge)) + 3):
+                    products.append(p)
+                    days.append(d)
+    product, last_day = np.array(products), np.array(days)
+    reached = []
+    for overdue, lead in ((0.5, 14), (0.0, 0), (1.1, 15), (0.45, 13)):
+        want = _ref_due(last_day, product, cycle_of, at, overdue, lead)
+        got, cycle_s = _due(last_day, product, cycle_of, at, overdue, lead)
+        np.testing.assert_array_equal(got, want)
+        reached.append(want)
+        known = ~np.isnan(cycle_of)
+        np.testing.assert_array_equal(cycle_s[known], (cycle_of[known] * 86400).astype("timedelta64[s]"))
+    assert np.any(reached) and not np.all(reached)  # rows on both sides of the bounds
+
+
 def _bare_store(lines: pd.DataFrame | None) -> Store:
     orders = pd.DataFrame(
         {
