@@ -127,13 +127,20 @@ def held_back(flags: Flags) -> np.ndarray:
 
 
 def next_actions(
-    primary: np.ndarray, flags: Flags, actions: dict[str, str], config: Config
+    primary: np.ndarray,
+    flags: Flags,
+    actions: dict[str, str],
+    config: Config,
+    codes: tuple[np.ndarray, list[str]] | None = None,
 ) -> np.ndarray:
-    """The next action per customer: the cohort's action unless a flag changes it (first wins)."""
+    """The next action per customer: the cohort's action unless a flag changes it (first wins).
+
+    `codes`: `primary` as (codes, names) when the caller has them (`cohorts.primary_codes`)."""
     fr = flags.frame
-    out = np.full(len(primary), "", dtype=object)
-    for cid, text in actions.items():
-        out[primary == cid] = text
+    code, names = codes if codes is not None else pd.factorize(primary)
+    # Per name its action and whether it is a cohort; a code of -1 (missing) takes the last.
+    out = np.array([actions.get(name, "") for name in names] + [""], dtype=object)[code]
+    has = np.array([name != "" for name in names] + [True], dtype=bool)[code]
     fallback = config.consent.fallback_channel
     rules = [
         ("duplicate_record", "merge duplicate records before outreach"),
@@ -143,7 +150,6 @@ def next_actions(
         ("recent_support_issue", "service recovery / review first; no promotional send"),
     ]
     # Later rules override earlier ones: support issues matter most, then consent.
-    has = primary != ""
     for flag, text in rules:
         out[fr[flag].to_numpy(bool) & has] = text
     out[fr["high_severity"].to_numpy(bool) & has] = "service recovery first (high-severity ticket); no promotional send"

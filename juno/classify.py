@@ -19,7 +19,7 @@ from juno.cohorts import (
     Membership,
     classify,
     make_context,
-    primary,
+    primary_codes,
     vip_excluded_for_discounts,
 )
 from juno.config import Config, Thresholds
@@ -44,7 +44,9 @@ class Classification:
     ctx: Context
     cycles: Cycles
     memberships: dict[str, Membership]
-    primary: np.ndarray
+    primary: np.ndarray  # per customer its primary cohort, '' when none
+    primary_code: np.ndarray  # the same as an index into primary_names (cohorts.primary_codes)
+    primary_names: list[str]
     flags: Flags
     held: np.ndarray
     actions: np.ndarray
@@ -75,10 +77,11 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     ctx = make_context(signals, cycles, config)
     cohort_ids = [c for c in config.precedence if c in config.cohorts]
     memberships = classify(ctx, cohort_ids)
-    prim = primary(memberships, config.precedence, len(f))
+    pcode, pnames = primary_codes(memberships, config.precedence, len(f))
+    prim = np.asarray(pnames, dtype=object)[pcode]
     flags = compute_flags(ctx, memberships, config, store.subscriptions)
     held = held_back(flags)
-    actions = next_actions(prim, flags, {c: RULES[c].action for c in cohort_ids}, config)
+    actions = next_actions(prim, flags, {c: RULES[c].action for c in cohort_ids}, config, (pcode, pnames))
     margin_incomplete = (not store.has_cost) or (
         1 - signals.margin_coverage > config.thresholds.margin_coverage_min
     )
@@ -155,7 +158,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 outreach_ready=int(ready.sum()),
                 held_back=n_held,
                 held_back_by_flag=[b for b in by_flag if b.count],
-                secondary_members=int((m.mask & (prim != cid)).sum()),
+                secondary_members=int((m.mask & (pcode != pnames.index(cid))).sum()),
                 priority="",
                 priority_score=round(priority_score(cid, stake, size, n_held), 2),
                 timing=timing,
@@ -175,6 +178,8 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         cycles=cycles,
         memberships=memberships,
         primary=prim,
+        primary_code=pcode,
+        primary_names=pnames,
         flags=flags,
         held=held,
         actions=actions,
@@ -294,7 +299,7 @@ def customer_table(
         texts = _member_texts_objects(cl, n)
     cohorts_col, reasons_col = texts
     prim = cl.primary
-    classified = prim != ""
+    classified = cl.primary_code != 0  # primary_names[0] is '' (none)
     excluded = f["excluded"].to_numpy(bool)
     merged = f["merged_into"].notna().to_numpy(bool)
     no_orders = f["orders_all_lifetime"].to_numpy() == 0
@@ -318,13 +323,10 @@ def customer_table(
     status[classified] = 0
     # Primary cohort and its priority as codes into the few texts they take.
     names = ["", *cl.memberships]
-    pcode = np.zeros(n, dtype=np.int64)
-    seen = ~classified
-    for i, cid in enumerate(names[1:], start=1):
-        hit = prim == cid
-        pcode[hit] = i
-        seen |= hit
-    if seen.all():
+    # primary_names to names: the memberships hold every cohort a primary comes from.
+    to_names = np.array([names.index(c) if c in names else -1 for c in cl.primary_names], dtype=np.int64)
+    pcode = to_names[cl.primary_code]
+    if (pcode >= 0).all():
         primary_col = _coded(names, pcode)
         priority_col = _coded(["", *[prio.get(c, "") for c in names[1:]]], pcode)
     else:  # a primary cohort outside the memberships: text as it is

@@ -437,10 +437,21 @@ def classify(ctx: Context, cohort_ids: Sequence[str]) -> dict[str, Membership]:
     return {cid: RULES[cid].members(ctx) for cid in cohort_ids}
 
 
+def primary_codes(
+    memberships: dict[str, Membership], precedence: Sequence[str], n: int
+) -> tuple[np.ndarray, list[str]]:
+    """The primary cohort per customer by precedence as (codes, names): names[0] is '' (none),
+    then the cohorts of `precedence` that have memberships. Comparing small integers, not
+    strings in an object array (~10 ms per comparison at a million customers)."""
+    names = ["", *[c for c in precedence if c in memberships]]
+    code = np.zeros(n, dtype=np.int16)
+    for i in range(len(names) - 1, 0, -1):  # the first in precedence is written last: it wins
+        code[np.asarray(memberships[names[i]].mask, dtype=bool)] = i
+    return code, names
+
+
 def primary(memberships: dict[str, Membership], precedence: Sequence[str], n: int) -> np.ndarray:
     """The primary cohort per customer by precedence; '' when none."""
-    out = np.full(n, "", dtype=object)
-    for cid in reversed(precedence):
-        if cid in memberships:
-            out = np.where(memberships[cid].mask, cid, out)
+    code, names = primary_codes(memberships, precedence, n)
+    out: np.ndarray = np.asarray(names, dtype=object)[code]
     return out

@@ -18,7 +18,7 @@ from juno import classify as classify_module
 from juno import report_html, segment_sql, segments
 from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
 from juno.classify import Classification, customer_table
-from juno.cohorts import RULES, vip_excluded_for_discounts
+from juno.cohorts import RULES, Membership, vip_excluded_for_discounts
 from juno.config import Config
 from juno.pipeline import RunResult, run
 from juno.render import (
@@ -132,6 +132,14 @@ def _reference_flag_strings(flags: Flags) -> np.ndarray:
     return out
 
 
+def _reference_primary(memberships: dict[str, Membership], precedence: list[str], n: int) -> np.ndarray:
+    out = np.full(n, "", dtype=object)
+    for cid in reversed(precedence):
+        if cid in memberships:
+            out = np.where(memberships[cid].mask, cid, out)
+    return out
+
+
 def _reference_next_actions(primary: np.ndarray, flags: Flags, actions: dict[str, str], config: Config) -> np.ndarray:
     fr = flags.frame
     out = np.array([actions.get(p, "") for p in primary], dtype=object)
@@ -236,6 +244,15 @@ def _check_classification(result: RunResult) -> None:
         assert got.dtype == object
         assert (got == _reference_next_actions(cl.primary, cl.flags, actions, config)).all()
     assert (cl.actions == _reference_next_actions(cl.primary, cl.flags, actions, result.config)).all()
+    # A primary column with none, an unknown cohort and a missing cell; and the codes carried.
+    odd = cl.primary.copy()
+    flagged = np.flatnonzero(cl.flags.frame[["no_consent", "recent_purchase"]].to_numpy(bool).any(axis=1))
+    assert len(flagged) >= 6  # the odd cells meet the flag rules
+    odd[flagged[:6]] = ["", "not_a_cohort", None, None, "not_a_cohort", ""]
+    got = next_actions(odd, cl.flags, actions, result.config)
+    assert (got == _reference_next_actions(odd, cl.flags, actions, result.config)).all()
+    assert (np.asarray(cl.primary_names, dtype=object)[cl.primary_code] == cl.primary).all()
+    assert (cl.primary == _reference_primary(cl.memberships, list(result.config.precedence), len(sig.frame))).all()
     n = len(sig.frame)
     fast, plain = classify_module._member_texts(cl, n), classify_module._member_texts_objects(cl, n)
     assert fast is not None
