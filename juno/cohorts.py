@@ -100,11 +100,31 @@ def resolve(ctx: Context) -> None:
 
 
 def _codes(*parts: tuple[np.ndarray, str]) -> np.ndarray:
-    """Join reason codes per customer: codes for the customers where each mask holds."""
+    """Join reason codes per customer: codes for the customers where each mask holds.
+
+    Each customer's set of masks is one bit code; the few sets that occur are joined once and
+    taken by code (string work per customer costs ~0.5 s per million)."""
     n = len(parts[0][0])
-    out = np.full(n, "", dtype=object)
+    if len(parts) > 16:
+        return _codes_by_cell(*parts)
+    combo = np.zeros(n, dtype=np.int32)
+    for i, (mask, _) in enumerate(parts):
+        combo[np.asarray(mask, dtype=bool)] |= 1 << i
+    texts = np.full(1 << len(parts), "", dtype=object)
+    for c in np.flatnonzero(np.bincount(combo, minlength=len(texts))):
+        text = ""
+        for i, (_, code) in enumerate(parts):
+            if c >> i & 1:
+                text = code if text == "" else text + ";" + code
+        texts[c] = text
+    out: np.ndarray = texts[combo]
+    return out
+
+
+def _codes_by_cell(*parts: tuple[np.ndarray, str]) -> np.ndarray:
+    """`_codes` cell by cell, for more masks than bit codes serve."""
+    out = np.full(len(parts[0][0]), "", dtype=object)
     for mask, code in parts:
-        # Only the members' cells: string work over every customer costs ~0.5 s per million.
         idx = np.flatnonzero(mask)
         cur = out[idx]
         out[idx] = np.where(cur == "", code, cur + ";" + code)

@@ -917,3 +917,18 @@ def test_top_category_grid_scales_with_the_lines(monkeypatch: pytest.MonkeyPatch
         assert (grouped == [m]) is all_by_pandas  # the grid path re-ranks only close calls
         assert np.array_equal(top, want_top)
         assert list(zip(pc_.tolist(), pk.tolist(), strict=True)) == want_pairs
+
+
+def test_reason_codes_by_bit_sets_match_cell_by_cell() -> None:
+    """Cohort reason codes joined once per set of masks equal the cell-by-cell join (an empty
+    code and codes holding ';' included), and past 16 masks the cell-by-cell join is used."""
+    from juno.cohorts import _codes, _codes_by_cell
+
+    rng = np.random.default_rng(3)
+    for k in (1, 2, 4, 5, 17):
+        masks = [rng.random(2000) < p for p in rng.random(k)]
+        parts = [(m, c) for m, c in zip(masks, ["a", "", "b;c", "dd", "e"] * 4, strict=False)]
+        got = _codes(*parts)
+        assert got.dtype == object
+        np.testing.assert_array_equal(got, _codes_by_cell(*parts))
+        assert (got != "").any() and (k > 5 or (got == "").any())
