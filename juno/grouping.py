@@ -8,6 +8,10 @@ Medians and quantiles follow pandas' own formulas (tests/test_fast_core.py pins 
 
 from __future__ import annotations
 
+import importlib
+from functools import cache
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -63,6 +67,30 @@ def key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
         return idx, len(dictionary)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     return np.asarray(codes, dtype=np.int64), len(uniques)
+
+
+def group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """The rows sorted by group (codes in [0, n_groups)), rows within a group in their order:
+    `np.argsort(groups, kind="stable")` by one counting pass (pandas' groupsort_indexer, O(n +
+    n_groups): 4.8M orders by 1M customers 0.07-0.16 s against 0.6 s for a sort of (group, row)
+    keys, which stays the way where pandas no longer has it)."""
+    m = len(groups)
+    groupsort_indexer = _pandas_groupsort()
+    if groupsort_indexer is not None and m:
+        order, _ = groupsort_indexer(np.asarray(groups, dtype=np.intp), n_groups)
+        return np.asarray(order, dtype=np.intp)
+    if m and n_groups * m < 1 << 62:
+        return np.asarray(np.sort(np.asarray(groups, dtype=np.int64) * m + np.arange(m)) % m, dtype=np.intp)
+    return np.asarray(np.argsort(groups, kind="stable"), dtype=np.intp)
+
+
+@cache
+def _pandas_groupsort() -> Any:
+    """pandas' counting sort by group codes (a private function it has long had), or None."""
+    try:
+        return getattr(importlib.import_module("pandas._libs.algos"), "groupsort_indexer", None)
+    except ImportError:  # pragma: no cover - a pandas build without it
+        return None
 
 
 def sorted_by_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

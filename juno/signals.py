@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from pandas.api.extensions import ExtensionArray
 
 from juno.config import Config
-from juno.grouping import STR, group_median, sorted_by_group, sorted_codes
+from juno.grouping import STR, group_median, group_order, sorted_by_group, sorted_codes
 from juno.identity import duplicate_groups
 from juno.memory import release_free_memory
 from juno.parse import positions
@@ -94,17 +94,13 @@ def _text(codes: np.ndarray, names: np.ndarray, dtype: object = "string") -> Ext
 def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Counted orders sorted by (customer, time), ties in row order (a stable sort by both):
     (the sorting permutation, customer codes, times as int64). One stable argsort of the times
-    (skipped when orders come in time order) and one sort of int64 (customer, rank) keys."""
-    m = len(code)
+    (skipped when orders come in time order) and one counting pass by customer."""
     t = at.view(np.int64)
-    if m and n * m < 1 << 62:
-        if bool((t[1:] >= t[:-1]).all()):  # already in time order (the usual export)
-            order = np.sort(code.astype(np.int64) * m + np.arange(m)) % m
-        else:
-            by_time = np.argsort(t, kind="stable")
-            order = by_time[np.sort(code[by_time].astype(np.int64) * m + np.arange(m)) % m]
+    if bool((t[1:] >= t[:-1]).all()):  # already in time order (the usual export)
+        order = group_order(code, n)
     else:
-        order = np.lexsort((t, code))
+        by_time = np.argsort(t, kind="stable")
+        order = by_time[group_order(code[by_time], n)]
     return order, code[order], t[order]
 
 

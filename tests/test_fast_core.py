@@ -932,3 +932,21 @@ def test_reason_codes_by_bit_sets_match_cell_by_cell() -> None:
         assert got.dtype == object
         np.testing.assert_array_equal(got, _codes_by_cell(*parts))
         assert (got != "").any() and (k > 5 or (got == "").any())
+
+
+@pytest.mark.parametrize("pandas_sort", [True, False])
+def test_group_order_is_a_stable_sort_by_group(pandas_sort: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counting pass (or, without pandas' one, the (group, row) key sort) orders rows as a
+    stable argsort of the group codes: groups in order, rows within a group as they came."""
+    import juno.grouping as grouping
+
+    if not pandas_sort:
+        monkeypatch.setattr(grouping, "_pandas_groupsort", lambda: None)
+    else:
+        assert grouping._pandas_groupsort() is not None  # the fast path is the one measured
+    rng = np.random.default_rng(5)
+    for n_groups, m in ((1, 5), (7, 1000), (1000, 50), (50_000, 200_000), (3, 0)):
+        groups = rng.integers(0, n_groups, m)
+        got = grouping.group_order(groups, n_groups)
+        np.testing.assert_array_equal(got, np.argsort(groups, kind="stable"))
+        assert got.dtype == np.intp
