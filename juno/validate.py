@@ -227,6 +227,12 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     # Customers seen on any order row, used or not: each must appear in customers.csv. `at`: per
     # used order, its customer's row in the customers table, where customers without a row there
     # (`new_ids`) are added at its end.
+    if "order_lines" in source.deferred:
+        # The lines file is read on a second thread while every order's customer is looked up
+        # (both mostly outside the GIL); nothing typed is held beyond what that phase holds.
+        pool = ThreadPoolExecutor(max_workers=1)
+        ahead["order_lines"] = pool.submit(source.deferred.pop("order_lines"))
+        pool.shutdown(wait=False)
     at, new_ids = customer_rows(orders["customer_id"], rejected_customers, customers)
 
     # ---- currency ----
