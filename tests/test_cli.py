@@ -88,6 +88,32 @@ def test_console_entry_sets_allocator_defaults_before_numpy_and_arrow_load() -> 
     assert out.stdout.strip().splitlines()[-1] == "RESULT 0 system"
 
 
+def test_console_entry_shortens_arrow_decay_unless_configured() -> None:
+    """juno.entry has Arrow's jemalloc return freed pages after 250 ms (the write step's peak
+    under slowed threads; bench/README.md), but not when Arrow uses another allocator or the
+    user configured jemalloc themselves."""
+    code = (
+        "import sys\n"
+        "import pyarrow as pa\n"
+        "calls = []\n"
+        "pa.jemalloc_set_decay_ms = calls.append\n"
+        "sys.argv = ['juno', '--help']\n"
+        "from juno.entry import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('RESULT', calls)\n"
+    )
+    base = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "JE_ARROW_MALLOC_CONF")}
+    cases = [
+        ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}, "RESULT [250]"),
+        ({"ARROW_DEFAULT_MEMORY_POOL": "system"}, "RESULT []"),
+        ({"ARROW_DEFAULT_MEMORY_POOL": "jemalloc", "JE_ARROW_MALLOC_CONF": "dirty_decay_ms:500"}, "RESULT []"),
+    ]
+    for extra, want in cases:
+        env = {**base, **extra}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.strip().splitlines()[-1] == want, extra
+
+
 _MALLINFO = (
     "import ctypes, sys\n"
     "import numpy as np\n"
