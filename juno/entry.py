@@ -16,13 +16,19 @@ from __future__ import annotations
 import os
 
 
-def main() -> None:
+def prepare_process() -> None:
+    """The allocator settings, for any process that wants to run the pipeline as `juno` does
+    (bench/peak.py); call it before anything imports numpy or pyarrow."""
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
     from juno.memory import keep_freed_heap, shorten_arrow_decay
 
     keep_freed_heap()
     shorten_arrow_decay()
+
+
+def main() -> None:
+    prepare_process()
     from juno.cli import main as cli_main
 
     cli_main()

@@ -61,11 +61,12 @@ def shorten_arrow_decay(ms: int = ARROW_DECAY_MS) -> bool:
     """Let Arrow's jemalloc return freed pages after `ms` instead of a second.
 
     While customers.csv is written, its slice builders churn through Arrow buffers; when those
-    threads are slowed (a sampler holding the GIL, a busy machine), the freed pages they leave in
-    jemalloc's arenas pile up: a 1M CSV run then peaked at 2,537-2,612 MiB instead of ~2,270. At
-    250 ms it peaked at 2,283-2,334 in five runs of six (2,529 in one), for 1-3% more time (more
-    pages faulted afresh). Skipped where the user configured jemalloc (JE_ARROW_MALLOC_CONF) or
-    Arrow uses another allocator. True when applied.
+    threads are slowed (a sampler holding the GIL, a busy machine), the freed pages jemalloc
+    keeps can take a 1M CSV run past 2.5 GB (~2,270 MiB plain). In one interleaved comparison
+    under a stack-sampling thread, 6 of 6 runs passed 2.5 GB at 1 s and 1 of 6 at 250 ms; in a
+    later one, 1 of 9 and 2 of 10 (bench/README.md). It also lowers the sampled validation peak
+    by ~130 MiB, for ~2% more time (more pages faulted afresh). Skipped where the user configured
+    jemalloc (JE_ARROW_MALLOC_CONF) or Arrow uses another allocator. True when applied.
     """
     if "JE_ARROW_MALLOC_CONF" in os.environ:
         return False
