@@ -213,8 +213,14 @@ def _lines_by_customer(
     count = np.bincount(pos, minlength=n_orders)
     start = np.cumsum(count) - count  # first line of each order
     take = count[orders]
-    shift = np.repeat(start[orders] - (np.cumsum(take) - take), take)
-    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64), take
+    return _run_rows(start[orders], take), take
+
+
+def _run_rows(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The rows of the runs [start, start + length), one run after another, as int64: a
+    concatenation of aranges in one repeat and one add."""
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64)
 
 
 def purchase_history(
@@ -360,7 +366,7 @@ def estimate_cycles(
         # The groups are sorted by product: each product's rows are one run.
         bounds = np.searchsorted(lv.gk, np.arange(len(cycle_of) + 1))
         starts, lengths = bounds[with_cycle], np.diff(bounds)[with_cycle]
-        sel = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+        sel = _run_rows(starts, lengths)
         k_sel = np.repeat(with_cycle, lengths)
         is_due, cycle_s = _due(lv.last_day[sel], k_sel, cycle_of, as_of, th.overdue_fraction, th.lead_days)
         rows = sel[is_due]

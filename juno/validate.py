@@ -166,13 +166,17 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     files = list(source.files)
     deferred = list(source.deferred)
 
-    # The orders file is read on a second thread while the customers are typed (the reader lets go
-    # of the GIL for most of it); the other deferred tables are read when taken.
+    # A deferred table can be read on a second thread while the one before it is typed (the
+    # reader lets go of the GIL for most of it); the others are read when taken.
     ahead: dict[str, Future[tuple[pd.DataFrame, InputFile, pd.DataFrame]]] = {}
-    if "customers" in source.deferred and "orders" in source.deferred:
+
+    def read_ahead(name: str) -> None:
         pool = ThreadPoolExecutor(max_workers=1)
-        ahead["orders"] = pool.submit(source.deferred.pop("orders"))
+        ahead[name] = pool.submit(source.deferred.pop(name))
         pool.shutdown(wait=False)
+
+    if "customers" in source.deferred and "orders" in source.deferred:
+        read_ahead("orders")  # while the customers are typed
 
     def take(name: str) -> RawTable | None:
         reader = ahead.pop(name).result if name in ahead else source.deferred.pop(name, None)
@@ -224,15 +228,13 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
             expected="order rows with an order id, a customer, a date and a revenue",
             examples=[f"line {r.line}: {r.reason}" for r in rej.head(5).itertuples()],
         )
+    if "order_lines" in source.deferred:
+        # While every order's customer is looked up: the raw orders are gone by now, so nothing
+        # is held beyond what the lines' own typing holds later.
+        read_ahead("order_lines")
     # Customers seen on any order row, used or not: each must appear in customers.csv. `at`: per
     # used order, its customer's row in the customers table, where customers without a row there
     # (`new_ids`) are added at its end.
-    if "order_lines" in source.deferred:
-        # The lines file is read on a second thread while every order's customer is looked up
-        # (both mostly outside the GIL); nothing typed is held beyond what that phase holds.
-        pool = ThreadPoolExecutor(max_workers=1)
-        ahead["order_lines"] = pool.submit(source.deferred.pop("order_lines"))
-        pool.shutdown(wait=False)
     at, new_ids = customer_rows(orders["customer_id"], rejected_customers, customers)
 
     # ---- currency ----
