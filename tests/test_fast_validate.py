@@ -466,6 +466,58 @@ def test_run_positions_match_positions() -> None:
         assert np.array_equal(got, positions(v, keys))
 
 
+def _id_pool(rng: random.Random, kind: str) -> list[str]:
+    """Ids of one shape: fixed width (8 bytes or fewer), plain integers, or something else."""
+    if kind == "fixed8":
+        return [f"C{i:07d}" for i in rng.sample(range(10**7), 40)]
+    if kind == "fixed3":
+        return [f"{chr(65 + i % 26)}{i:02d}" for i in rng.sample(range(100), 40)]
+    if kind == "integers":  # Shopify's 13-digit ids, and small ones, and 0
+        return [str(i) for i in rng.sample(range(10**12, 10**13), 30)] + ["0", "7", "42", "999999999999999999"]
+    if kind == "zeros":  # '007' and '7' are different ids: no integer path
+        return ["007", "7", "07", "70", "0", "00", "12", "012"]
+    if kind == "digits":  # Unicode digits are not ASCII decimals
+        return ["12", "\u0661\u0662", "34", "\u0663\u0664"]
+    if kind == "long":  # 19 digits overflow the integer path
+        return ["1234567890123456789", "1234567890123456788", "12", "13"]
+    if kind == "nine":  # one byte too wide to pack
+        return [f"C{i:08d}" for i in rng.sample(range(10**8), 20)]
+    return ["a", "bb", "ccc", "C0000001", "C000001", "é", "", " 1"]  # mixed widths, empty
+
+
+@pytest.mark.parametrize("kind", ["fixed8", "fixed3", "integers", "zeros", "digits", "long", "nine", "mixed"])
+def test_integer_keys_lookup_matches_get_indexer(kind: str) -> None:
+    """The uint64 key path (fixed-width ids packed, plain integer ids cast) finds exactly the rows
+    pandas' get_indexer finds, chunked or not, with repeats, absent ids and missing ones."""
+    rng = random.Random(hash(kind) % 1000)
+    for trial in range(60):
+        pool = _id_pool(rng, kind)
+        keys = rng.sample(pool, rng.randint(1, len(pool)))
+        absent = [x for x in pool if x not in keys]
+        values: list[str | None] = [rng.choice(keys + absent) for _ in range(rng.randint(0, 40))]
+        if trial % 7 == 0 and values:
+            values[rng.randrange(len(values))] = None  # a missing id: the string path
+        v = _s(values)
+        if rng.random() < 0.5:  # chunks that are slices of one buffer, as a Parquet read leaves
+            whole = pa.array(values, pa.large_string())
+            cuts = sorted(rng.choices(range(len(values) + 1), k=rng.randint(1, 4)))
+            chunks = [whole.slice(a, b - a) for a, b in itertools.pairwise([0, *cuts, len(values)])]
+            v = pd.Series(pd.array(pa.chunked_array(chunks, type=pa.large_string()), dtype=v.dtype))
+        k = _s(keys)
+        expected = pd.Index(pd.Series(keys, dtype=object)).get_indexer(pd.Series(values, dtype=object))
+        assert np.array_equal(positions(v, k), expected), (kind, keys, values)
+        # The fast path is taken exactly when every id has one width of 8 bytes or fewer, or
+        # every id is a plain integer ('0', or 1-18 ASCII digits not starting with 0).
+        ids = [x for x in keys + values if x is not None]
+        widths = {len(x.encode()) for x in ids}
+        plain = all(x.isascii() and x.isdigit() and len(x) <= 18 and (x == "0" or x[0] != "0") for x in ids)
+        fast = None not in values and ((len(widths) == 1 and 1 <= min(widths) <= 8) or plain)
+        packed = parse.integer_keys(pa.array(v), pa.array(k))
+        assert (packed is not None) == fast, (kind, keys, values)
+        if kind in ("fixed8", "fixed3", "integers") and None not in values:
+            assert fast  # each shape that should reach the fast path does
+
+
 # ---- whole stores: joins filled by validation equal the lazy lookups ----
 
 
