@@ -115,7 +115,7 @@ def classify_past(source: SourceResult, config: Config, cutoff: pd.Timestamp) ->
     """Validate, signal and classify the history up to the cutoff only."""
     cfg = config.model_copy(update={"as_of": cutoff.to_pydatetime()})
     store = validate(past_source(source, cutoff), cfg)
-    sig = compute_signals(store, cfg)
+    sig = compute_signals(store, cfg, history=True)
     cl = run_classification(store, sig, cfg)
     return Past(store=store, signals=sig, classification=cl, customers=customer_table(sig, cl))
 

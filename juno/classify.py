@@ -71,7 +71,9 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     f = signals.frame
     code = signals.order_codes
     assert code is not None, "signals come from compute_signals"
-    history = purchase_history(store, code, signals.category_codes, signals.orders_by_customer)
+    history = signals.take_history() or purchase_history(
+        store, code, signals.category_codes, signals.orders_by_customer
+    )
     release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at a million customers
     cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
     ctx = make_context(signals, cycles, config)

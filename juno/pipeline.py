@@ -241,7 +241,7 @@ def run(
 
     def signals_step() -> None:
         assert result.store is not None
-        result.signals = compute_signals(result.store, config)
+        result.signals = compute_signals(result.store, config, history=True)
 
     def classify_step() -> None:
         assert result.store is not None and result.signals is not None

@@ -562,9 +562,17 @@ def test_cycles_match_reference(store_dir: Path, merge: bool) -> None:
     sig = compute_signals(store, config)
     assert sig.order_codes is not None
     # Lines expanded from the orders' (customer, time) sort, and lines sorted on their own.
+    # And the history compute_signals starts on a second thread (what the pipeline uses): the
+    # signals it comes with are the same, and it is handed over once.
+    early = compute_signals(load(store_dir, config), config, history=True)
+    pd.testing.assert_frame_equal(early.frame, sig.frame, check_exact=True)
+    started = early.take_history()
+    assert started is not None and early.take_history() is None
+    assert sig.history is None  # not asked for: nothing started
     histories = [
         purchase_history(store, sig.order_codes, sig.category_codes, sig.orders_by_customer),
         purchase_history(store, sig.order_codes),
+        started,
     ]
     ref_history = _ref_history(store, sig.order_codes)
     for over in THRESHOLDS:
