@@ -147,3 +147,38 @@ def test_keep_freed_heap_serves_large_arrays_from_the_heap() -> None:
     assert result("off") == "RESULT False 1"  # the default: the array got its own mapping
     assert result("on") == "RESULT True 0"
     assert result("on", {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_MAX_": "65536"}) == "RESULT False 1"
+
+
+_ONE_ARENA = (
+    "import ctypes, sys, threading\n"
+    "import numpy as np\n"
+    "from juno.memory import _libc, keep_freed_heap\n"
+    "class Info(ctypes.Structure):\n"
+    "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',"
+    " 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
+    "libc = _libc()\n"
+    "if libc is None or not hasattr(libc, 'mallinfo2'):\n"
+    "    print('RESULT skip'); sys.exit()\n"
+    "libc.mallinfo2.restype = Info\n"
+    "applied = keep_freed_heap() if sys.argv[1] == 'on' else False\n"
+    "a = np.ones(2 << 20); del a  # 16 MB freed in the main thread's heap\n"
+    "before = libc.mallinfo2().arena\n"
+    "t = threading.Thread(target=lambda: np.ones(2 << 20)); t.start(); t.join()\n"
+    "print('RESULT', applied, (libc.mallinfo2().arena - before) >= 16 << 20)\n"
+)
+
+
+def test_keep_freed_heap_shares_one_heap_between_threads() -> None:
+    """Memory a thread frees is reused by the others (one arena): an array made on a second
+    thread takes the heap the main thread freed instead of a heap of its own."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+
+    def result(mode: str) -> str:
+        cmd = [sys.executable, "-c", _ONE_ARENA, mode]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    if result("off") == "RESULT skip":
+        pytest.skip("not glibc")
+    assert result("off") == "RESULT False True"  # the default: the thread's own heap grew
+    assert result("on") == "RESULT True False"
