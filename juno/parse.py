@@ -10,12 +10,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from juno.idkeys import integer_keys
+from juno.idkeys import positions as integer_positions
 from juno.plaincells import (
     PLAIN_DATETIME_NAIVE,
     PLAIN_DATETIME_TZ,
     PLAIN_NUMBER,
     only_plain,
-    string_buffers,
     surely_trimmed,
     surely_unchanged_by_case,
 )
@@ -89,8 +90,8 @@ def _index_in(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> np.ndarray | 
         return None
     kept: np.ndarray | None = None
     as_ints = integer_keys(arr, value_set)
-    if as_ints is not None:
-        arr, value_set = as_ints
+    if as_ints is not None:  # ids of a common shape: looked up as integers (juno.idkeys)
+        return integer_positions(*as_ints)
     few = _present_among(value_set, arr)  # few values, many keys: then mapped back to key rows
     if few is not None:
         value_set, kept = few
@@ -101,79 +102,6 @@ def _index_in(arr: pa.Array | pa.ChunkedArray, index: pd.Index) -> np.ndarray | 
     if kept is not None:
         found = np.where(found >= 0, kept[np.maximum(found, 0)], -1) if len(kept) else np.full(len(found), -1)
     return np.asarray(found, dtype=np.intp)
-
-
-def integer_keys(
-    arr: pa.Array | pa.ChunkedArray, value_set: pa.Array | pa.ChunkedArray
-) -> tuple[pa.ChunkedArray, pa.Array] | None:
-    """Both sides as uint64 keys that are equal exactly when the texts are, when every id (no
-    missing ones) has the same byte length of at most 8 ('C0000001': the bytes themselves) or is
-    a decimal integer of at most 18 digits without a leading zero (Shopify's ids: the number).
-    A hash lookup of integers takes ~half the time of one of strings. None otherwise."""
-    values, keys = _chunks(arr), _chunks(value_set)
-    both = [*keys, *values]
-    if not len(value_set) or any(c.null_count for c in both):
-        return None
-    if not all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in both):
-        return None
-    width = _fixed_width(both)
-    if width is not None:
-        def convert(c: pa.Array) -> pa.Array:
-            return _packed(c, width)
-    elif all(_plain_integers(c) for c in both):
-        def convert(c: pa.Array) -> pa.Array:
-            return pc.cast(c, pa.uint64())
-    else:
-        return None
-    packed_keys = [convert(c) for c in keys]
-    return (
-        pa.chunked_array([convert(c) for c in values], pa.uint64()),
-        pa.concat_arrays(packed_keys) if packed_keys else pa.array([], pa.uint64()),
-    )
-
-
-def _chunks(a: pa.Array | pa.ChunkedArray) -> list[pa.Array]:
-    return list(a.chunks) if isinstance(a, pa.ChunkedArray) else [a]
-
-
-def _fixed_width(arrays: list[pa.Array]) -> int | None:
-    """The byte length every cell of `arrays` has, when that is one length from 1 to 8."""
-    width: int | None = None
-    for a in arrays:
-        if not len(a):
-            continue
-        offsets, _ = string_buffers(a)
-        lengths = np.diff(offsets)
-        w = int(lengths[0])
-        if not 1 <= w <= 8 or (width is not None and w != width) or not bool((lengths == w).all()):
-            return None
-        width = w
-    return width
-
-
-def _packed(a: pa.Array, width: int) -> pa.Array:
-    """Each cell's `width` bytes as one uint64 (zero bytes after them; a view when width is 8)."""
-    offsets, data = string_buffers(a)
-    body = data[int(offsets[0]) : int(offsets[0]) + width * len(a)]
-    if width == 8:
-        return pa.array(body.view(np.uint64))
-    wide = np.zeros((len(a), 8), dtype=np.uint8)
-    wide[:, :width] = body.reshape(len(a), width)
-    return pa.array(wide.reshape(-1).view(np.uint64))
-
-
-def _plain_integers(a: pa.Array) -> bool:
-    """Every cell is 1 to 18 ASCII digits, the first not 0 unless it is the only one: texts that
-    cast to distinct integers exactly when they differ."""
-    if not len(a):
-        return True
-    offsets, data = string_buffers(a)
-    lengths = np.diff(offsets)
-    if int(lengths.min()) < 1 or int(lengths.max()) > 18:
-        return False
-    if not pc.all(pc.ascii_is_decimal(a)).as_py():
-        return False
-    return not bool(((data[offsets[:-1]] == ord("0")) & (lengths > 1)).any())
 
 
 def arrow_positions(arr: pa.Array, keys: pd.Series) -> np.ndarray:

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+import juno.idkeys as idkeys
 import juno.parse as parse
 import juno.plaincells as plaincells
 from juno.config import Config
@@ -467,30 +468,61 @@ def test_run_positions_match_positions() -> None:
 
 
 def _id_pool(rng: random.Random, kind: str) -> list[str]:
-    """Ids of one shape: fixed width (8 bytes or fewer), plain integers, or something else."""
-    if kind == "fixed8":
+    """Ids of one shape each (see juno.idkeys), and shapes that must keep the text lookup."""
+    if kind == "prefixed":  # a shared prefix and zero-padded digits: the number they spell
         return [f"C{i:07d}" for i in rng.sample(range(10**7), 40)]
-    if kind == "fixed3":
-        return [f"{chr(65 + i % 26)}{i:02d}" for i in rng.sample(range(100), 40)]
-    if kind == "integers":  # Shopify's 13-digit ids, and small ones, and 0
+    if kind == "counter":  # numbered from a counter, prefix and all: a dense table
+        return [f"CUST-{i:06d}" for i in range(1, 41)]
+    if kind == "short":  # one width, not digits after a prefix: the bytes as a number
+        return [f"{chr(65 + i % 26)}{i:02d}{chr(97 + i % 7)}" for i in rng.sample(range(100), 40)]
+    if kind == "integers":  # Shopify's 13-digit ids (sparse: hashed), small ones, 0
         return [str(i) for i in rng.sample(range(10**12, 10**13), 30)] + ["0", "7", "42", "999999999999999999"]
-    if kind == "zeros":  # '007' and '7' are different ids: no integer path
+    if kind == "sequence":  # auto-increment integers: a dense table
+        return [str(i) for i in range(1, 45)]
+    if kind == "zeros":  # '007' and '7' are different ids
         return ["007", "7", "07", "70", "0", "00", "12", "012"]
     if kind == "digits":  # Unicode digits are not ASCII decimals
         return ["12", "\u0661\u0662", "34", "\u0663\u0664"]
-    if kind == "long":  # 19 digits overflow the integer path
+    if kind == "long":  # 19 digits overflow the integer paths
         return ["1234567890123456789", "1234567890123456788", "12", "13"]
-    if kind == "nine":  # one byte too wide to pack
-        return [f"C{i:08d}" for i in rng.sample(range(10**8), 20)]
+    if kind == "prefixes":  # one width, digits after different prefixes; 'B' is no digit ('A181')
+        return ["A001", "B001", "A002", "AB01", "A0B1", "A181", "9A01"]
+    if kind == "letter":  # a letter among the digits after the prefix: text lookup
+        return ["A001", "A0B1", "A181", "A002"]
+    if kind == "leading":  # ids that differ in their first digit only
+        return [f"X{d}{r:03d}" for d in range(10) for r in (1, 2)]
     return ["a", "bb", "ccc", "C0000001", "C000001", "é", "", " 1"]  # mixed widths, empty
 
 
-@pytest.mark.parametrize("kind", ["fixed8", "fixed3", "integers", "zeros", "digits", "long", "nine", "mixed"])
+KINDS = [
+    "prefixed", "counter", "short", "integers", "sequence", "leading",  # integer paths
+    "zeros", "digits", "long", "prefixes", "letter", "mixed",  # and shapes that must not take them
+]
+
+
+def _expect_integer_keys(keys: list[str], values: list[str | None]) -> bool:
+    """When juno.idkeys takes the integer path, from the ids alone."""
+    if None in values:
+        return False
+    ids = [x.encode() for x in keys + values]  # type: ignore[union-attr]
+    widths = {len(x) for x in ids}
+    if len(widths) == 1 and min(widths) >= 1:
+        w, first = min(widths), ids[0]
+        p = max((i + 1 for i, b in enumerate(first) if not 48 <= b <= 57), default=0)
+        if 1 <= w - p <= 18 and all(x[:p] == first[:p] and x[p:].isdigit() for x in ids):
+            return True
+        if w <= 8:
+            return True
+    return all(x.isdigit() and 1 <= len(x) <= 18 and (x == b"0" or x[:1] != b"0") for x in ids)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_integer_keys_lookup_matches_get_indexer(kind: str) -> None:
-    """The uint64 key path (fixed-width ids packed, plain integer ids cast) finds exactly the rows
-    pandas' get_indexer finds, chunked or not, with repeats, absent ids and missing ones."""
-    rng = random.Random(hash(kind) % 1000)
-    for trial in range(60):
+    """The integer paths (digits after a prefix, packed bytes, plain integers; a table or a hash)
+    find exactly the rows a lookup of the texts finds (the first of repeated keys), chunked or
+    not, with repeats, absent ids and missing ones."""
+    rng = random.Random(KINDS.index(kind))
+    for trial in range(80):
         pool = _id_pool(rng, kind)
         keys = rng.sample(pool, rng.randint(1, len(pool)))
         absent = [x for x in pool if x not in keys]
@@ -506,16 +538,32 @@ def test_integer_keys_lookup_matches_get_indexer(kind: str) -> None:
         k = _s(keys)
         expected = pd.Index(pd.Series(keys, dtype=object)).get_indexer(pd.Series(values, dtype=object))
         assert np.array_equal(positions(v, k), expected), (kind, keys, values)
-        # The fast path is taken exactly when every id has one width of 8 bytes or fewer, or
-        # every id is a plain integer ('0', or 1-18 ASCII digits not starting with 0).
-        ids = [x for x in keys + values if x is not None]
-        widths = {len(x.encode()) for x in ids}
-        plain = all(x.isascii() and x.isdigit() and len(x) <= 18 and (x == "0" or x[0] != "0") for x in ids)
-        fast = None not in values and ((len(widths) == 1 and 1 <= min(widths) <= 8) or plain)
-        packed = parse.integer_keys(pa.array(v), pa.array(k))
-        assert (packed is not None) == fast, (kind, keys, values)
-        if kind in ("fixed8", "fixed3", "integers") and None not in values:
-            assert fast  # each shape that should reach the fast path does
+        as_ints = idkeys.integer_keys(pa.array(v), pa.array(k))
+        assert (as_ints is not None) == _expect_integer_keys(keys, values), (kind, keys, values)
+        if kind in ("prefixed", "counter", "short", "integers", "sequence", "leading") and None not in values:
+            assert as_ints is not None  # each shape meant for the integer path reaches it
+        # Repeated keys (which validation never leaves): the first of each, table or hash.
+        twice = keys + keys[: rng.randint(1, len(keys))]
+        if as_ints is not None:
+            again = idkeys.integer_keys(pa.array(v), pa.array(twice, pa.large_string()))
+            assert again is not None
+            first = {key: i for i, key in reversed(list(enumerate(twice)))}
+            want = [first.get(x, -1) if x is not None else -1 for x in values]
+            assert idkeys.positions(*again).tolist() == want
+
+
+def test_dense_ids_take_the_table() -> None:
+    """Ids numbered from a counter are looked up in a table (not hashed); sparse ones are hashed."""
+    dense = pa.array([f"C{i:07d}" for i in range(1, 1001)], pa.large_string())
+    vals = pa.array([f"C{i:07d}" for i in (5, 1000, 1001, 0, 77)], pa.large_string())
+    as_ints = idkeys.integer_keys(vals, dense)
+    assert as_ints is not None
+    assert idkeys._dense_positions(*as_ints) is not None
+    assert idkeys.positions(*as_ints).tolist() == [4, 999, -1, -1, 76]
+    sparse = pa.array([str(10**12 + 7919 * i) for i in range(1000)], pa.large_string())
+    as_ints = idkeys.integer_keys(sparse.slice(3, 2), sparse)
+    assert as_ints is not None and idkeys._dense_positions(*as_ints) is None
+    assert idkeys.positions(*as_ints).tolist() == [3, 4]
 
 
 # ---- whole stores: joins filled by validation equal the lazy lookups ----
