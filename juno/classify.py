@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +31,8 @@ from juno.memory import release_free_memory
 from juno.signals import Signals
 from juno.validate import Store
 
+T = TypeVar("T")
+
 TIMING = {
     "replenishment_ready": "now: products fall due within {lead} days",
     "lapsed_high_value": "this week, personal outreach before any offer",
@@ -53,6 +57,9 @@ class Classification:
     cohort_facts: list[CohortFacts]
     vip_discount_excluded: int
     margin_incomplete: bool
+    # The customer table's cohorts and reason_codes columns (member_texts), built on a second
+    # thread while the cohort facts are computed; customer_table takes them.
+    member_texts: Future[tuple[Any, Any]] | None = field(default=None, repr=False)
 
 
 def definition(cid: str, config: Config, value_column: str) -> str:
@@ -79,6 +86,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     ctx = make_context(signals, cycles, config)
     cohort_ids = [c for c in config.precedence if c in config.cohorts]
     memberships = classify(ctx, cohort_ids)
+    texts = _in_background(member_texts, memberships, ctx, len(f))
     pcode, pnames = primary_codes(memberships, config.precedence, len(f))
     prim = np.asarray(pnames, dtype=object)[pcode]
     flags = compute_flags(ctx, memberships, config, store.subscriptions)
@@ -188,7 +196,24 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         cohort_facts=facts,
         vip_discount_excluded=vip_excl,
         margin_incomplete=margin_incomplete,
+        member_texts=texts,
     )
+
+
+def _in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
+    """`fn(*args)` on a thread of its own, started now. The texts of who is in which cohort
+    (Arrow string kernels, which let go of the GIL: 0.4 s at a million customers) are built
+    while the stability re-runs and cohort facts (NumPy and Python) go on."""
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juno-texts")
+    try:
+        return pool.submit(fn, *args)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> tuple[Any, Any]:
+    """The cohorts and reason_codes columns: by Arrow, or as objects when it cannot."""
+    return _member_texts(memberships, ctx, n) or _member_texts_objects(memberships, ctx, n)
 
 
 def _text(values: np.ndarray) -> Any:
@@ -223,12 +248,12 @@ _WHY_FIXED = ("no orders", "only cancelled or fully refunded orders", "no cohort
 _VIP_NOTE = "not vip: discount-dependent high spender"
 
 
-def _member_texts_objects(cl: Classification, n: int) -> tuple[Any, Any]:
+def _member_texts_objects(memberships: dict[str, Membership], ctx: Context, n: int) -> tuple[Any, Any]:
     """The cohorts and reason_codes columns built as object arrays (any reasons, any size)."""
     cohorts_col = np.full(n, "", dtype=object)
     reasons = np.full(n, "", dtype=object)
-    for cid in [c for c in cl.memberships]:
-        m = cl.memberships[cid]
+    for cid in list(memberships):
+        m = memberships[cid]
         # Members' cells only: string work over every customer costs seconds per million.
         idx = np.flatnonzero(m.mask)
         if len(idx) == 0:  # np.char.replace fails on an empty array
@@ -238,35 +263,35 @@ def _member_texts_objects(cl: Classification, n: int) -> tuple[Any, Any]:
         text = cid + ": " + np.char.replace(m.reasons[idx].astype(str), ";", ", ").astype(object)
         cur = reasons[idx]
         reasons[idx] = np.where(cur == "", text, cur + " | " + text)
-    if "vip" in cl.memberships:
-        idx = np.flatnonzero(vip_excluded_for_discounts(cl.ctx))
+    if "vip" in memberships:
+        idx = np.flatnonzero(vip_excluded_for_discounts(ctx))
         cur = reasons[idx]
         reasons[idx] = np.where(cur == "", _VIP_NOTE, cur + " | " + _VIP_NOTE)
     return _text(cohorts_col), _text(reasons)
 
 
-def _member_texts(cl: Classification, n: int) -> tuple[Any, Any] | None:
+def _member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> tuple[Any, Any] | None:
     """`_member_texts_objects` by Arrow: the cohorts a customer is in as a bit code taken from
     the texts of every combination, reasons joined over the rows in some cohort only. None
     when a member's reasons are not all strings (the object path keeps its text)."""
-    cids = list(cl.memberships)
+    cids = list(memberships)
     if n == 0 or len(cids) > 12:
         return None
-    notes = vip_excluded_for_discounts(cl.ctx) if "vip" in cl.memberships else np.zeros(n, dtype=bool)
-    names, code = subset_codes(cids, [cl.memberships[cid].mask for cid in cids], n)
+    notes = vip_excluded_for_discounts(ctx) if "vip" in memberships else np.zeros(n, dtype=bool)
+    names, code = subset_codes(cids, [memberships[cid].mask for cid in cids], n)
     rows = np.flatnonzero((code != 0) | notes)  # the customers with any reason text
     acc: pa.Array | None = None
     sep = pa.scalar(" | ", pa.large_string())
     order: list[str | None] = [*cids, None]  # None: the not-vip note, last
     for who in order:
-        mask = (notes if who is None else np.asarray(cl.memberships[who].mask, dtype=bool))[rows]
+        mask = (notes if who is None else np.asarray(memberships[who].mask, dtype=bool))[rows]
         if not mask.any():
             continue
         if who is None:
             text = pa.array(np.full(int(mask.sum()), _VIP_NOTE, dtype=object), pa.large_string())
         else:
             try:
-                raw = pa.array(cl.memberships[who].reasons[rows[mask]], pa.large_string())
+                raw = pa.array(memberships[who].reasons[rows[mask]], pa.large_string())
             except (pa.ArrowInvalid, pa.ArrowTypeError):
                 return None
             if raw.null_count:
@@ -296,10 +321,8 @@ def customer_table(
     f = signals.frame
     n = len(f)
     prio = {c.cohort: c.priority for c in cl.cohort_facts}
-    texts = _member_texts(cl, n)
-    if texts is None:
-        texts = _member_texts_objects(cl, n)
-    cohorts_col, reasons_col = texts
+    started, cl.member_texts = cl.member_texts, None
+    cohorts_col, reasons_col = started.result() if started is not None else member_texts(cl.memberships, cl.ctx, n)
     prim = cl.primary
     classified = cl.primary_code != 0  # primary_names[0] is '' (none)
     excluded = f["excluded"].to_numpy(bool)

@@ -254,7 +254,8 @@ def _check_classification(result: RunResult) -> None:
     assert (np.asarray(cl.primary_names, dtype=object)[cl.primary_code] == cl.primary).all()
     assert (cl.primary == _reference_primary(cl.memberships, list(result.config.precedence), len(sig.frame))).all()
     n = len(sig.frame)
-    fast, plain = classify_module._member_texts(cl, n), classify_module._member_texts_objects(cl, n)
+    fast = classify_module._member_texts(cl.memberships, cl.ctx, n)
+    plain = classify_module._member_texts_objects(cl.memberships, cl.ctx, n)
     assert fast is not None
     for a, b in zip(fast, plain, strict=True):
         pd.testing.assert_extension_array_equal(a, b)
@@ -503,7 +504,7 @@ def test_customer_table_with_odd_reasons_takes_the_object_path(tmp_path: Path) -
     cl = copy.deepcopy(result.classification)
     m = next(m for m in cl.memberships.values() if m.mask.any())
     m.reasons[np.flatnonzero(m.mask)[0]] = None
-    assert classify_module._member_texts(cl, len(result.signals.frame)) is None
+    assert classify_module._member_texts(cl.memberships, cl.ctx, len(result.signals.frame)) is None
     got = customer_table(result.signals, cl)
     pd.testing.assert_frame_equal(got, _reference_customer_table(result.signals, cl), check_exact=True)
 
