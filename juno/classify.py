@@ -19,13 +19,13 @@ from juno.cohorts import (
     RULES,
     Context,
     Membership,
-    classify,
     make_context,
     primary_codes,
+    reads_cycles,
     vip_excluded_for_discounts,
 )
 from juno.config import Config, Thresholds
-from juno.cycles import Cycles, estimate_cycles, purchase_history
+from juno.cycles import Cycles, PurchaseHistory, estimate_cycles, purchase_history
 from juno.grouping import subset_codes
 from juno.memory import release_free_memory
 from juno.signals import Signals
@@ -78,26 +78,27 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     f = signals.frame
     code = signals.order_codes
     assert code is not None, "signals come from compute_signals"
-    history = signals.take_history() or purchase_history(
-        store, code, signals.category_codes, signals.orders_by_customer
-    )
-    release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at a million customers
-    cycles = estimate_cycles(store, code, signals.as_of, config.thresholds, history)
-    ctx = make_context(signals, cycles, config)
-    cohort_ids = [c for c in config.precedence if c in config.cohorts]
-    memberships = classify(ctx, cohort_ids)
-    texts = _in_background(member_texts, memberships, ctx, len(f))
-    pcode, pnames = primary_codes(memberships, config.precedence, len(f))
-    prim = np.asarray(pnames, dtype=object)[pcode]
-    flags = compute_flags(ctx, memberships, config, store.subscriptions)
-    held = held_back(flags)
-    actions = next_actions(prim, flags, {c: RULES[c].action for c in cohort_ids}, config, (pcode, pnames))
-    margin_incomplete = (not store.has_cost) or (
-        1 - signals.margin_coverage > config.thresholds.margin_coverage_min
-    )
-    vip_excl = int(vip_excluded_for_discounts(ctx).sum()) if "vip" in memberships else 0
+    # The purchase history may still be being built on the signals' thread: the rules that do
+    # not read the cycles, and their stability re-runs, go first; the cycles are made when
+    # first read (by the replenishment rule, or the checks).
+    built: dict[str, Any] = {}
 
-    cycle_cache: dict[tuple[int, int, float], Cycles] = {}
+    def history() -> PurchaseHistory:
+        if "history" not in built:
+            built["history"] = signals.take_history() or purchase_history(
+                store, code, signals.category_codes, signals.orders_by_customer
+            )
+            release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at 1M customers
+        found: PurchaseHistory = built["history"]
+        return found
+
+    def the_cycles() -> Cycles:
+        if "cycles" not in built:
+            built["cycles"] = estimate_cycles(store, code, signals.as_of, config.thresholds, history())
+        found: Cycles = built["cycles"]
+        return found
+
+    cycle_cache: dict[tuple[int, int, float], Cycles | Callable[[], Cycles]] = {}
 
     def rebuild(th: Thresholds) -> Context:
         key = (th.min_reorder_pairs, th.lead_days, th.overdue_fraction)
@@ -109,11 +110,31 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
             )
             # Stability needs only who is due under the moved thresholds.
             cycle_cache[key] = (
-                cycles
+                the_cycles
                 if same
-                else estimate_cycles(store, code, signals.as_of, th, history, due_customers_only=True)
+                else estimate_cycles(store, code, signals.as_of, th, history(), due_customers_only=True)
             )
         return make_context(signals, cycle_cache[key], config, th)
+
+    ctx = make_context(signals, the_cycles, config)
+    cohort_ids = [c for c in config.precedence if c in config.cohorts]
+    found: dict[str, Membership] = {}
+    stability_of: dict[str, tuple[float, str | None]] = {}
+    for cid in sorted(cohort_ids, key=reads_cycles):  # as `classify` does, with the re-runs
+        found[cid] = RULES[cid].members(ctx)
+        stability_of[cid] = stability(cid, found[cid].mask, config.thresholds, rebuild)
+    memberships: dict[str, Membership] = {cid: found[cid] for cid in cohort_ids}
+    cycles = the_cycles()
+    texts = _in_background(member_texts, memberships, ctx, len(f))
+    pcode, pnames = primary_codes(memberships, config.precedence, len(f))
+    prim = np.asarray(pnames, dtype=object)[pcode]
+    flags = compute_flags(ctx, memberships, config, store.subscriptions)
+    held = held_back(flags)
+    actions = next_actions(prim, flags, {c: RULES[c].action for c in cohort_ids}, config, (pcode, pnames))
+    margin_incomplete = (not store.has_cost) or (
+        1 - signals.margin_coverage > config.thresholds.margin_coverage_min
+    )
+    vip_excl = int(vip_excluded_for_discounts(ctx).sum()) if "vip" in memberships else 0
 
     eligible = ctx.eligible
     value = f["value_window"].to_numpy(float)
@@ -134,7 +155,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         # Tie-break when nobody is ready (e.g. consent unknown everywhere): the same score over all members.
         tiebreak[cid] = priority_score(cid, value_at_stake(cid, ctx, m.mask), size, 0)
         n_held = int((m.mask & held).sum())
-        stable, unstable_key = stability(cid, m.mask, config.thresholds, rebuild)
+        stable, unstable_key = stability_of[cid]
         conf, reasons = confidence(
             cid,
             m,

@@ -22,11 +22,17 @@ class Context:
     th: Thresholds
     window_days: int
     value_label: str
-    cycles: Cycles
+    # The cycles, or what gives them when first read (classification builds them while the
+    # rules that do not read them run: see `reads_cycles`).
+    cycles_of: Callable[[], Cycles]
     resolved: dict[str, float] = field(default_factory=dict)
     # Threshold-free arrays shared by every context of one run (the signals' cache): the sorted
     # values the share cuts are read from.
     cache: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def cycles(self) -> Cycles:
+        return self.cycles_of()
 
 
 @dataclass
@@ -427,7 +433,11 @@ RULES: dict[str, CohortRule] = {
 }
 
 
-def make_context(signals: Signals, cycles: Cycles, config: Config, th: Thresholds | None = None) -> Context:
+def make_context(
+    signals: Signals, cycles: Cycles | Callable[[], Cycles], config: Config, th: Thresholds | None = None
+) -> Context:
+    """`cycles`: the cycles, or a function that gives them (read only by the rules that
+    `reads_cycles`, and by the checks)."""
     f = signals.frame
     cache = signals.cache
     if "eligible" not in cache:
@@ -438,7 +448,7 @@ def make_context(signals: Signals, cycles: Cycles, config: Config, th: Threshold
         th=th or config.thresholds,
         window_days=config.window_days,
         value_label="margin" if signals.value_column == "margin" else "net revenue",
-        cycles=cycles,
+        cycles_of=cycles if callable(cycles) else lambda: cycles,
         cache=cache,
     )
     resolve(ctx)
@@ -452,9 +462,17 @@ def make_context(signals: Signals, cycles: Cycles, config: Config, th: Threshold
     return ctx
 
 
+def reads_cycles(cid: str) -> bool:
+    """Whether the cohort's rule reads the replenishment cycles (the others can be decided
+    before the cycles exist)."""
+    return cid == "replenishment_ready"
+
+
 def classify(ctx: Context, cohort_ids: Sequence[str]) -> dict[str, Membership]:
-    """Membership of every requested cohort (before precedence)."""
-    return {cid: RULES[cid].members(ctx) for cid in cohort_ids}
+    """Membership of every requested cohort (before precedence), in the order asked; the rules
+    that read no cycles are run first (the cycles may still be being built)."""
+    found = {cid: RULES[cid].members(ctx) for cid in sorted(cohort_ids, key=reads_cycles)}
+    return {cid: found[cid] for cid in cohort_ids}
 
 
 def primary_codes(

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from helpers import cfg, write_store
 
 from juno.classify import run_classification
-from juno.cohorts import RULES, make_context, primary
+from juno.cohorts import RULES, make_context, primary, reads_cycles
 from juno.config import Config
 from juno.cycles import Cycles
 from juno.signals import Signals, compute_signals
@@ -238,6 +239,38 @@ def test_cycles_need_enough_reorder_pairs(tmp_path: Path) -> None:
     )
     assert not cl2.memberships["replenishment_ready"].mask.any()
     assert cl2.cycles.reason_none is not None and "reorder pairs" in cl2.cycles.reason_none
+
+
+def test_only_the_replenishment_rule_reads_the_cycles(tmp_path: Path) -> None:
+    """Classification decides the other cohorts (and their stability) while the purchase history
+    is still being built; it relies on `reads_cycles` naming every rule that reads them."""
+    folder = _coffee_store(tmp_path)
+    config = cfg(as_of="2025-04-15")
+    store = validate(read_generic(folder), config)
+    sig = compute_signals(store, config)
+    reads: list[str] = []
+
+    def cycles() -> Cycles:
+        reads.append("read")
+        raise RuntimeError("cycles read")
+
+    ctx = make_context(sig, cycles, config)
+    for cid in RULES:
+        if reads_cycles(cid):
+            with pytest.raises(RuntimeError, match="cycles read"):
+                RULES[cid].members(ctx)
+        else:
+            before = len(reads)
+            RULES[cid].members(ctx)
+            assert len(reads) == before, cid  # decided without the cycles
+    assert reads == ["read"]
+    # Started on the signals' thread or not, the classification is the same.
+    early = compute_signals(validate(read_generic(folder), config), config, history=True)
+    a, b = run_classification(store, sig, config), run_classification(store, early, config)
+    for cid in a.memberships:
+        assert (a.memberships[cid].mask == b.memberships[cid].mask).all()
+        assert (a.memberships[cid].reasons == b.memberships[cid].reasons).all()
+    assert [c.model_dump() for c in a.cohort_facts] == [c.model_dump() for c in b.cohort_facts]
 
 
 def test_no_order_lines_means_no_replenishment_and_says_why(tmp_path: Path) -> None:
