@@ -232,6 +232,8 @@ def test_email_keys_match_reference() -> None:
         "x+y+z@Gmail.COM", "é.l+1@exämple.org", "a\n+b@x.com", "+@gmail.com", ".@gmail.com",
     ]
     s = pd.Series(emails, dtype="string")
+    no_at = pd.Series(["noat", None, "", "x"], dtype="string")  # nothing to split anywhere
+    assert normalise_email(no_at, Duplicates()).isna().all()
     for cfg in (
         Duplicates(),
         Duplicates(ignore_plus_tags=False, ignore_gmail_dots=False),
