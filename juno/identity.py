@@ -63,7 +63,38 @@ def _split_at(arr: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def normalise_phone(s: pd.Series, cfg: Duplicates) -> pd.Series:
-    """E.164-style: '+1 (415) 555-0101', '4155550101' and '001 415 555 0101' all -> '+14155550101'."""
+    """E.164-style: '+1 (415) 555-0101', '4155550101' and '001 415 555 0101' all -> '+14155550101'.
+
+    Arrow kernels on the column (pandas' string methods made a Series per step: 0.5 s per
+    million phones); the digits are kept by one pass over the bytes."""
+    t = s.astype("string")
+    arr = pa.array(t) if isinstance(t.dtype, pd.StringDtype) and t.dtype.storage == "pyarrow" else None
+    if arr is None:
+        arr = pa.array(t.astype(object).to_numpy(), pa.large_string(), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    raw = pc.utf8_trim_whitespace(arr)
+    if not pc.all(pc.string_is_ascii(raw), min_count=0).as_py():
+        return _normalise_phone_text(s, cfg)  # Unicode digits count as digits: Python's regex
+    plus = pc.fill_null(pc.starts_with(raw, "+"), False)
+    d = _digits(raw)
+    # An international prefix: '00' leading the digits is dropped (unless a '+' leads), and a
+    # number is international when the text starts with '+' or '00'.
+    zeros = pc.fill_null(pc.starts_with(d, "00"), False)
+    d = pc.if_else(pc.and_(pc.invert(plus), zeros), pc.utf8_slice_codeunits(d, 2), d)
+    intl = pc.or_(plus, pc.fill_null(pc.starts_with(raw, "00"), False))
+    cc = cfg.default_phone_country
+    length = pc.utf8_length(d)
+    national = pc.and_(pc.invert(intl), pc.equal(length, 10))
+    d = pc.if_else(national, pc.binary_join_element_wise(pa.scalar(cc, d.type), d, pa.scalar("", d.type)), d)
+    trunk = pc.and_(pc.and_(pc.invert(intl), pc.equal(pc.utf8_length(d), 11)), pc.starts_with(d, cc))
+    keep = pc.fill_null(pc.and_(pc.or_(pc.or_(national, trunk), intl), pc.greater_equal(pc.utf8_length(d), 8)), False)
+    out = pc.if_else(keep, pc.binary_join_element_wise(pa.scalar("+", d.type), d, pa.scalar("", d.type)), None)
+    return pd.Series(pd.array(out, dtype="string"), index=s.index, name=s.name)
+
+
+def _normalise_phone_text(s: pd.Series, cfg: Duplicates) -> pd.Series:
+    """`normalise_phone` by pandas' string methods, for columns with non-ASCII text."""
     raw = s.astype("string").str.strip()
     plus = raw.str.startswith("+", na=False)
     d = raw.str.replace(r"\D", "", regex=True)
@@ -76,6 +107,33 @@ def normalise_phone(s: pd.Series, cfg: Duplicates) -> pd.Series:
     d = d.mask(~(national | trunk | intl))
     out: pd.Series = ("+" + d).mask(d.str.len() < 8)
     return out
+
+
+_BLOCK = 1 << 16
+
+
+def _digits(arr: pa.Array) -> pa.Array:
+    """Each cell of an ASCII text array with only its digits kept; null stays null."""
+    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
+    buffers = arr.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    body = data[int(offsets[0]) : int(offsets[-1])]
+    digit = (body - np.uint8(48)) <= 9
+    # Digits per cell, summed over each cell's bytes; in blocks of cells, as the sum widens the
+    # bytes it reads (a count as long as the bytes is ~60 MB of fresh pages per million phones).
+    starts = (offsets - offsets[0]).astype(np.int64)
+    counts = np.zeros(len(arr), dtype=np.int64)
+    for i in range(0, len(arr), _BLOCK):
+        j = min(i + _BLOCK, len(arr))
+        some = np.flatnonzero(starts[i + 1 : j + 1] > starts[i:j])  # cells with bytes
+        if len(some):
+            lo, hi = int(starts[i]), int(starts[j])
+            counts[i + some] = np.add.reduceat(digit[lo:hi].view(np.uint8), starts[i + some] - lo, dtype=np.int64)
+    new_offsets = np.zeros(len(arr) + 1, dtype=np.int64)
+    np.cumsum(counts, out=new_offsets[1:])
+    out = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(body[digit].tobytes()))
+    return pc.if_else(pc.is_valid(arr), out, pa.scalar(None, pa.large_string())) if arr.null_count else out
 
 
 def duplicate_groups(customers: pd.DataFrame, cfg: Duplicates) -> np.ndarray:

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 
+from juno import identity
 from juno.checks import _covered_by_active_subscription
 from juno.config import Config, Duplicates
-from juno.identity import normalise_email
+from juno.identity import _normalise_phone_text, normalise_email, normalise_phone
 from juno.parse import _parse_consent_values, clean_text, isin, parse_consent, positions
 from juno.pipeline import run
 from juno.render import csv_frame, format_datetimes, format_float, format_floats, write_csv
@@ -273,3 +276,35 @@ def test_clean_text_keeps_clean_columns_and_cleans_the_rest() -> None:
         for dtype in ("string", object):
             s = pd.Series(cells, dtype=dtype)
             pd.testing.assert_series_equal(clean_text(s), reference(s))
+
+
+@pytest.mark.parametrize("block", [1 << 16, 7, 1])
+def test_phone_keys_match_reference(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Arrow phone keys equal the first-written pandas ones (kept in juno.identity for text
+    with non-ASCII characters, whose Unicode digits count as digits). Digits are counted in
+    blocks of cells: small blocks put block edges everywhere."""
+    monkeypatch.setattr(identity, "_BLOCK", block)
+    phones = [
+        "+1 (415) 555-0101", "415.555.0101", "0044 20 7946 0000", "12", None, "", "  ", "(00) 44 20 7946 0000",
+        "+0044 20 7946", "00", "0", "+", "1-415-555-0101", "14155550101", "24155550101", "tel: 415 555 0101 ext",
+        "+44 (0) 20 7946 0000", "001 415 555 0101", "5550101", "+1 555 01", "441234567890", "4412345678901",
+        "(00) 415 555 0101", "415/555/0101", "415:555:0101",
+    ]
+    unicode = ["４１５５５５０１０１", "415 555 0101 ☎", "\u00a0415 555 0101\u00a0"]  # the pandas path
+    rng = np.random.default_rng(5)
+    pieces = ["+", "00", "0", "1", "44", "(", ")", " ", "-", ".", "/", ":", "x", "555", "0101", "415"]
+    phones += ["".join(rng.choice(pieces, rng.integers(0, 8))) for _ in range(3000)]
+
+    def same(s: pd.Series, cfg: Duplicates) -> bool:
+        got = normalise_phone(s, cfg).astype(object).to_numpy()
+        want = _normalise_phone_text(s, cfg).astype(object).to_numpy()
+        pairs = zip(got, want, strict=True)
+        return all(a == b if not (pd.isna(a) or pd.isna(b)) else pd.isna(a) and pd.isna(b) for a, b in pairs)
+
+    for values in (phones, [*phones, *unicode]):
+        for dtype in ("string", "str", object):
+            for cc in ("1", "44"):
+                assert same(pd.Series(values, dtype=dtype), Duplicates(default_phone_country=cc)), (dtype, cc)
+    sliced = pd.Series(pd.array(pa.array(phones, pa.large_string()).slice(3, 40), dtype="string"))
+    assert same(sliced, Duplicates())
+    assert normalise_phone(pd.Series(unicode[:1]), Duplicates()).tolist() == ["+1４１５５５５０１０１"]
