@@ -333,9 +333,15 @@ def write_text_csv(text: pd.DataFrame, path: Path) -> None:
 
 
 def _lines(cells: list[pa.Array]) -> memoryview:
-    """Rows of cell texts joined by commas, each ended by a newline: a view of Arrow's buffer."""
-    cells = [*cells[:-1], pc.binary_join_element_wise(cells[-1], _L("\n"), _L(""))]
-    lines = pc.binary_join_element_wise(*cells, _L(","))
+    """Rows of cell texts joined by commas, each ended by a newline: a view of Arrow's buffer.
+
+    Built in glibc's heap (Arrow's system pool), which keeps what one slice frees for the next
+    (the `juno` command has it keep up to 256 MB: juno.memory). In Arrow's jemalloc, whose freed
+    pages go back to the system within 250 ms, every slice's ~21 MB of rows came on fresh pages:
+    1M Parquet write step 1.93-2.09 -> 1.75-1.78 s, page faults 140-183k -> 83-107k."""
+    pool = pa.system_memory_pool()
+    cells = [*cells[:-1], pc.binary_join_element_wise(cells[-1], _L("\n"), _L(""), memory_pool=pool)]
+    lines = pc.binary_join_element_wise(*cells, _L(","), memory_pool=pool)
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]
