@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from juno import background
 from juno.assess import confidence, priority_score, stability, value_at_stake
 from juno.brief import CohortFacts, FlagCount
 from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_codes, held_back, next_actions
@@ -30,8 +31,6 @@ from juno.grouping import subset_codes
 from juno.memory import release_free_memory
 from juno.signals import Signals
 from juno.validate import Store
-
-T = TypeVar("T")
 
 TIMING = {
     "replenishment_ready": "now: products fall due within {lead} days",
@@ -89,14 +88,14 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
                 store, code, signals.category_codes, signals.orders_by_customer
             )
             release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at 1M customers
-        found: PurchaseHistory = built["history"]
-        return found
+        h: PurchaseHistory = built["history"]
+        return h
 
     def the_cycles() -> Cycles:
         if "cycles" not in built:
             built["cycles"] = estimate_cycles(store, code, signals.as_of, config.thresholds, history())
-        found: Cycles = built["cycles"]
-        return found
+        c: Cycles = built["cycles"]
+        return c
 
     cycle_cache: dict[tuple[int, int, float], Cycles | Callable[[], Cycles]] = {}
 
@@ -125,7 +124,9 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         stability_of[cid] = stability(cid, found[cid].mask, config.thresholds, rebuild)
     memberships: dict[str, Membership] = {cid: found[cid] for cid in cohort_ids}
     cycles = the_cycles()
-    texts = _in_background(member_texts, memberships, ctx, len(f))
+    # The texts of who is in which cohort (Arrow string kernels: 0.4 s at a million customers)
+    # are built while the cohort facts below (NumPy and Python) are computed.
+    texts = background.start(member_texts, memberships, ctx, len(f), name="juno-texts")
     pcode, pnames = primary_codes(memberships, config.precedence, len(f))
     prim = np.asarray(pnames, dtype=object)[pcode]
     flags = compute_flags(ctx, memberships, config, store.subscriptions)
@@ -219,17 +220,6 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         margin_incomplete=margin_incomplete,
         member_texts=texts,
     )
-
-
-def _in_background(fn: Callable[..., T], *args: Any) -> Future[T]:
-    """`fn(*args)` on a thread of its own, started now. The texts of who is in which cohort
-    (Arrow string kernels, which let go of the GIL: 0.4 s at a million customers) are built
-    while the stability re-runs and cohort facts (NumPy and Python) go on."""
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juno-texts")
-    try:
-        return pool.submit(fn, *args)
-    finally:
-        pool.shutdown(wait=False)
 
 
 def member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> tuple[Any, Any]:

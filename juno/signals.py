@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pandas.api.extensions import ExtensionArray
 
+from juno import background
 from juno.config import Config
 from juno.cycles import PurchaseHistory, purchase_history
 from juno.grouping import STR, group_median, group_order, sorted_by_group, sorted_codes
@@ -493,8 +494,4 @@ def _start_history(
     signals' categories, subscriptions, consent and value are computed on the other core."""
     if store.lines is not None:
         store.line_order_rows()  # looked up here, if validation left it to us: not by both threads
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="juno-history")
-    try:
-        return pool.submit(purchase_history, store, code, category_codes, orders_by_customer)
-    finally:
-        pool.shutdown(wait=False)  # the thread ends with its one task
+    return background.start(purchase_history, store, code, category_codes, orders_by_customer, name="juno-history")

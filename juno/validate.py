@@ -5,12 +5,13 @@ Fail loud at the edge: after this step the core trusts its data.
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from juno import background
 from juno.config import Config
 from juno.errors import InputError
 from juno.grouping import sorted_codes
@@ -171,9 +172,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     ahead: dict[str, Future[tuple[pd.DataFrame, InputFile, pd.DataFrame]]] = {}
 
     def read_ahead(name: str) -> None:
-        pool = ThreadPoolExecutor(max_workers=1)
-        ahead[name] = pool.submit(source.deferred.pop(name))
-        pool.shutdown(wait=False)
+        ahead[name] = background.start(source.deferred.pop(name), name="juno-read")
 
     if "customers" in source.deferred and "orders" in source.deferred:
         read_ahead("orders")  # while the customers are typed

@@ -146,3 +146,25 @@ def test_python_api_returns_typed_results(tmp_path: Path) -> None:
     res = juno.run(_tiny(tmp_path), config=Config(), narrative="template")
     assert res.out is None and res.brief is not None and res.customers is not None
     assert list(res.cohorts["cohort"]) and set(res.timings) >= {"load", "validate", "signals", "classify"}
+
+
+def test_background_work_gives_its_result_or_its_error() -> None:
+    """What background.start runs hands back its result, or raises its error where it is taken;
+    its thread ends with it (nothing left running for the process to wait on)."""
+    import threading
+
+    from juno import background
+
+    done = background.start(sum, [1, 2, 3], name="juno-test")
+    assert done.result(timeout=10) == 6
+
+    def fail() -> None:
+        raise ValueError("bad input")
+
+    failed = background.start(fail, name="juno-test")
+    with pytest.raises(ValueError, match="bad input"):
+        failed.result(timeout=10)
+    for t in threading.enumerate():
+        if t.name.startswith("juno-test"):
+            t.join(timeout=10)
+            assert not t.is_alive()
