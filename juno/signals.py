@@ -145,13 +145,19 @@ def _top_categories(
     if dense:
         # Group by one bincount over (customer, category) cells; then work on the bought cells.
         key = c.astype(np.int64) * n_cat + k
+        del c, k  # the key holds both (the close calls below read them back from it)
         cells = np.bincount(key, minlength=n * n_cat)
         bought = np.flatnonzero(cells)  # sorted by (customer, category)
         cnt = cells[bought]
+        # The sums over the bought cells only: each line's cell numbered among them, in the
+        # count grid's own memory (two more whole-grid sums were ~80 MB each at 1M customers).
+        # bincount adds each cell's values in line order either way: the same sums, bit for bit.
+        cells[bought] = np.arange(len(bought))
+        at = cells[key]
         del cells
-        total = np.bincount(key, weights=v, minlength=n * n_cat)[bought]
-        size = np.bincount(key, weights=np.abs(v), minlength=n * n_cat)[bought]
-        del key
+        total = np.bincount(at, weights=v, minlength=len(bought))
+        size = np.bincount(at, weights=np.abs(v), minlength=len(bought))
+        del at
         pc_, pk = np.divmod(bought, n_cat)
         starts = np.flatnonzero(np.r_[True, pc_[1:] != pc_[:-1]])
         group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(bought)]))
@@ -173,6 +179,8 @@ def _top_categories(
     else:
         unsure = np.ones(n, dtype=bool)
     if unsure.any():
+        if dense:
+            c, k = np.divmod(key, n_cat)
         sel = unsure[c]
         lc = pd.DataFrame({"c": c[sel], "cat": k[sel], "v": v[sel]})
         per = lc.groupby(["c", "cat"], sort=True)["v"].sum().reset_index()

@@ -823,6 +823,19 @@ def test_top_category_matches_compensated_sums(seed: int) -> None:
     assert list(zip(pc2.tolist(), pk2.tolist(), strict=True)) == pairs2
 
 
+def test_top_category_close_call_is_decided_by_compensated_sums() -> None:
+    """Customer 1: 0.1 + 0.2 + 0.3 in category 1 sums (plainly) to 0.6000000000000001, above the
+    0.6 of category 0; compensated, the two tie and the first category wins. Customer 0 and 2
+    are clear. The close call must be re-ranked, whichever path sums the cells."""
+    c = np.array([0, 1, 1, 1, 1, 2, 2])
+    k = np.array([2, 1, 1, 1, 0, 0, 1])
+    v = np.array([5.0, 0.1, 0.2, 0.3, 0.6, 1.0, 2.0])
+    assert 0.1 + 0.2 + 0.3 > 0.6  # the plain sum would pick category 1
+    top, pc_, pk = _top_categories(c, k, v, 3, 3)
+    assert top.tolist() == [2, 0, 1]
+    assert list(zip(pc_.tolist(), pk.tolist(), strict=True)) == [(0, 2), (1, 0), (1, 1), (2, 0), (2, 1)]
+
+
 def test_top_category_of_no_lines() -> None:
     nothing = np.zeros(0, dtype=np.int64)
     top, pc_, pk = _top_categories(nothing, nothing, nothing.astype(float), 4, 3)
