@@ -210,17 +210,23 @@ def _lines_by_customer(
     None unless the lines are grouped by order in order-row order."""
     if orders is None or not len(pos) or pos.min() < 0 or not bool((pos[1:] >= pos[:-1]).all()):
         return None
-    count = np.bincount(pos, minlength=n_orders)
-    start = np.cumsum(count) - count  # first line of each order
+    count = _narrow(np.bincount(pos, minlength=n_orders))
+    start = _narrow(np.cumsum(count, dtype=np.int64) - count)  # first line of each order
     take = count[orders]
     return _run_rows(start[orders], take), take
 
 
 def _run_rows(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """The rows of the runs [start, start + length), one run after another, as int64: a
-    concatenation of aranges in one repeat and one add."""
-    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    return np.asarray(shift + np.arange(len(shift)), dtype=np.int64)
+    """The rows of the runs [start, start + length), one run after another: a concatenation of
+    aranges in one repeat and one add; int32 when every row fits (half the memory of 7.6M
+    lines' int64, in the purchase history's peak), else int64."""
+    total = int(lengths.sum()) if len(lengths) else 0
+    wide = total >= 1 << 31 or (len(starts) and int(starts.max()) + int(lengths.max()) >= 1 << 31)
+    dtype = np.int64 if wide else np.int32
+    ends = np.cumsum(lengths, dtype=np.int64)
+    shift = np.repeat((starts - (ends - lengths)).astype(dtype), lengths)
+    shift += np.arange(len(shift), dtype=dtype)
+    return shift
 
 
 def purchase_history(
@@ -239,7 +245,7 @@ def purchase_history(
     counted = o["counts"].to_numpy(bool)
     # Each line's order (order ids are unique after validation): counted orders only.
     pos = store.line_order_rows()
-    idx = np.flatnonzero((pos >= 0) & counted[np.maximum(pos, 0)])
+    idx = _narrow(np.flatnonzero((pos >= 0) & counted[np.maximum(pos, 0)]))
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
 
     def frame() -> pd.DataFrame:

@@ -971,3 +971,19 @@ def test_group_order_is_a_stable_sort_by_group(pandas_sort: bool, monkeypatch: p
         got = grouping.group_order(groups, n_groups)
         np.testing.assert_array_equal(got, np.argsort(groups, kind="stable"))
         assert got.dtype == np.intp
+
+
+def test_run_rows_are_concatenated_ranges() -> None:
+    """cycles._run_rows: the rows of each run [start, start + length), in order; int32 while
+    every row fits, int64 past 2**31 (no wrap-around)."""
+    from juno.cycles import _run_rows
+
+    rng = np.random.default_rng(9)
+    for _ in range(50):
+        starts = rng.integers(0, 1000, rng.integers(0, 12))
+        lengths = rng.integers(0, 6, len(starts))
+        want = [s + i for s, n in zip(starts.tolist(), lengths.tolist(), strict=True) for i in range(n)]
+        got = _run_rows(starts, lengths)
+        assert got.tolist() == want and got.dtype == np.int32
+    big = _run_rows(np.array([5, 2**31 - 2]), np.array([2, 3]))
+    assert big.tolist() == [5, 6, 2**31 - 2, 2**31 - 1, 2**31] and big.dtype == np.int64
