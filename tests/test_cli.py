@@ -114,42 +114,9 @@ def test_console_entry_shortens_arrow_decay_unless_configured() -> None:
         assert out.stdout.strip().splitlines()[-1] == want, extra
 
 
+# What a fresh process with the juno command's malloc settings (or without them: mode 'off')
+# sees of glibc's heap, through mallinfo2; each check appends its lines and prints a RESULT.
 _MALLINFO = (
-    "import ctypes, sys\n"
-    "import numpy as np\n"
-    "from juno.memory import _libc, keep_freed_heap\n"
-    "class Info(ctypes.Structure):\n"
-    "    _fields_ = [(n, ctypes.c_size_t) for n in ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd',"
-    " 'usmblks', 'fsmblks', 'uordblks', 'fordblks', 'keepcost')]\n"
-    "libc = _libc()\n"
-    "if libc is None or not hasattr(libc, 'mallinfo2'):\n"
-    "    print('RESULT skip'); sys.exit()\n"
-    "libc.mallinfo2.restype = Info\n"
-    "applied = keep_freed_heap() if sys.argv[1] == 'on' else False\n"
-    "before = libc.mallinfo2().hblks\n"
-    "a = np.ones(8 << 20)  # 64 MB: glibc maps arrays over 32 MB on their own\n"
-    "print('RESULT', applied, libc.mallinfo2().hblks - before)\n"
-)
-
-
-def test_keep_freed_heap_serves_large_arrays_from_the_heap() -> None:
-    """The juno command lets glibc serve large arrays from the (reused) heap instead of fresh
-    mappings; a user's own malloc settings win."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-
-    def result(mode: str, extra: dict[str, str] | None = None) -> str:
-        cmd = [sys.executable, "-c", _MALLINFO, mode]
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**env, **(extra or {})}, check=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    if result("off") == "RESULT skip":
-        pytest.skip("not glibc")  # mallinfo2 counts the mapped blocks
-    assert result("off") == "RESULT False 1"  # the default: the array got its own mapping
-    assert result("on") == "RESULT True 0"
-    assert result("on", {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_MAX_": "65536"}) == "RESULT False 1"
-
-
-_ONE_ARENA = (
     "import ctypes, sys, threading\n"
     "import numpy as np\n"
     "from juno.memory import _libc, keep_freed_heap\n"
@@ -161,6 +128,13 @@ _ONE_ARENA = (
     "    print('RESULT skip'); sys.exit()\n"
     "libc.mallinfo2.restype = Info\n"
     "applied = keep_freed_heap() if sys.argv[1] == 'on' else False\n"
+)
+_MAPPED = (
+    "before = libc.mallinfo2().hblks\n"
+    "a = np.ones(8 << 20)  # 64 MB: glibc maps arrays over 32 MB on their own\n"
+    "print('RESULT', applied, libc.mallinfo2().hblks - before)\n"
+)
+_ONE_ARENA = (
     "a = np.ones(2 << 20); del a  # 16 MB freed in the main thread's heap\n"
     "before = libc.mallinfo2().arena\n"
     "t = threading.Thread(target=lambda: np.ones(2 << 20)); t.start(); t.join()\n"
@@ -168,17 +142,30 @@ _ONE_ARENA = (
 )
 
 
+def _heap_result(check: str, mode: str, extra: dict[str, str] | None = None) -> str:
+    """The RESULT line of `_MALLINFO` + `check` in a fresh process: no malloc settings from this
+    environment, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    cmd = [sys.executable, "-c", _MALLINFO + check, mode]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**env, **(extra or {})}, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_keep_freed_heap_serves_large_arrays_from_the_heap() -> None:
+    """The juno command lets glibc serve large arrays from the (reused) heap instead of fresh
+    mappings; a user's own malloc settings win."""
+    if _heap_result(_MAPPED, "off") == "RESULT skip":
+        pytest.skip("not glibc")  # mallinfo2 counts the mapped blocks
+    assert _heap_result(_MAPPED, "off") == "RESULT False 1"  # the default: the array got its own mapping
+    assert _heap_result(_MAPPED, "on") == "RESULT True 0"
+    user = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_MAX_": "65536"}
+    assert _heap_result(_MAPPED, "on", user) == "RESULT False 1"
+
+
 def test_keep_freed_heap_shares_one_heap_between_threads() -> None:
     """Memory a thread frees is reused by the others (one arena): an array made on a second
     thread takes the heap the main thread freed instead of a heap of its own."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
-
-    def result(mode: str) -> str:
-        cmd = [sys.executable, "-c", _ONE_ARENA, mode]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-        return out.stdout.strip().splitlines()[-1]
-
-    if result("off") == "RESULT skip":
+    if _heap_result(_ONE_ARENA, "off") == "RESULT skip":
         pytest.skip("not glibc")
-    assert result("off") == "RESULT False True"  # the default: the thread's own heap grew
-    assert result("on") == "RESULT True False"
+    assert _heap_result(_ONE_ARENA, "off") == "RESULT False True"  # the default: the thread's own heap grew
+    assert _heap_result(_ONE_ARENA, "on") == "RESULT True False"
