@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from juno.config import Duplicates
 from juno.grouping import key_codes
+from juno.plaincells import string_buffers
 
 
 def _rewrite(values: pa.Array, where: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
@@ -114,10 +115,7 @@ _BLOCK = 1 << 16
 
 def _digits(arr: pa.Array) -> pa.Array:
     """Each cell of an ASCII text array with only its digits kept; null stays null."""
-    width = np.int64 if pa.types.is_large_string(arr.type) else np.int32
-    buffers = arr.buffers()
-    offsets = np.frombuffer(buffers[1], dtype=width)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    offsets, data = string_buffers(arr)
     body = data[int(offsets[0]) : int(offsets[-1])]
     digit = (body - np.uint8(48)) <= 9
     # Digits per cell, summed over each cell's bytes; in blocks of cells, as the sum widens the
