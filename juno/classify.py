@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -80,22 +81,17 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     # The purchase history may still be being built on the signals' thread: the rules that do
     # not read the cycles, and their stability re-runs, go first; the cycles are made when
     # first read (by the replenishment rule, or the checks).
-    built: dict[str, Any] = {}
-
+    @cache
     def history() -> PurchaseHistory:
-        if "history" not in built:
-            built["history"] = signals.take_history() or purchase_history(
-                store, code, signals.category_codes, signals.orders_by_customer
-            )
-            release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at 1M customers
-        h: PurchaseHistory = built["history"]
-        return h
+        found = signals.take_history() or purchase_history(
+            store, code, signals.category_codes, signals.orders_by_customer
+        )
+        release_free_memory()  # the history's sorts leave ~0.4 GB of freed heap at 1M customers
+        return found
 
+    @cache
     def the_cycles() -> Cycles:
-        if "cycles" not in built:
-            built["cycles"] = estimate_cycles(store, code, signals.as_of, config.thresholds, history())
-        c: Cycles = built["cycles"]
-        return c
+        return estimate_cycles(store, code, signals.as_of, config.thresholds, history())
 
     cycle_cache: dict[tuple[int, int, float], Cycles | Callable[[], Cycles]] = {}
 
@@ -119,7 +115,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     cohort_ids = [c for c in config.precedence if c in config.cohorts]
     found: dict[str, Membership] = {}
     stability_of: dict[str, tuple[float, str | None]] = {}
-    for cid in sorted(cohort_ids, key=reads_cycles):  # as `classify` does, with the re-runs
+    for cid in sorted(cohort_ids, key=reads_cycles):  # the rules that read the cycles last
         found[cid] = RULES[cid].members(ctx)
         stability_of[cid] = stability(cid, found[cid].mask, config.thresholds, rebuild)
     memberships: dict[str, Membership] = {cid: found[cid] for cid in cohort_ids}

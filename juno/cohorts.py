@@ -469,10 +469,8 @@ def reads_cycles(cid: str) -> bool:
 
 
 def classify(ctx: Context, cohort_ids: Sequence[str]) -> dict[str, Membership]:
-    """Membership of every requested cohort (before precedence), in the order asked; the rules
-    that read no cycles are run first (the cycles may still be being built)."""
-    found = {cid: RULES[cid].members(ctx) for cid in sorted(cohort_ids, key=reads_cycles)}
-    return {cid: found[cid] for cid in cohort_ids}
+    """Membership of every requested cohort (before precedence)."""
+    return {cid: RULES[cid].members(ctx) for cid in cohort_ids}
 
 
 def primary_codes(

@@ -499,7 +499,7 @@ def _start_history(
 ) -> Future[PurchaseHistory]:
     """`purchase_history` on a thread of its own, returned at once. Classification's largest step
     (1.4 s at a million customers, sorts and takes that let go of the GIL) then runs while the
-    signals' categories, subscriptions, consent and value are computed on the other core."""
+    signals' gaps, subscriptions, consent and value are computed on the other core."""
     if store.lines is not None:
         store.line_order_rows()  # looked up here, if validation left it to us: not by both threads
     return background.start(purchase_history, store, code, category_codes, orders_by_customer, name="juno-history")
