@@ -220,6 +220,7 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
     files: list[InputFile] = []
     set_aside: list[pd.DataFrame] = []
     deferred: dict[str, TableReader] = {}
+    typed_files: set[str] = set()
     paths = {name: path for name in TABLES if (path := find_table_file(folder, name)) is not None}
     if "orders" not in paths:
         present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -241,6 +242,8 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
         for name, path in paths.items():
             if defer and _complete_header(path, name):
                 deferred[name] = partial(read_table_file, path, name, digests[name], coded=True)
+                if not _is_text(path):
+                    typed_files.add(name)
                 continue
             frame, info, rejected = read_table_file(path, name, digests[name])
             tables[name] = RawTable(name, frame)
@@ -251,7 +254,7 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
         for pending in digests.values():
             pending.cancel()
         raise
-    result = SourceResult(kind="generic", tables=tables, files=files, deferred=deferred)
+    result = SourceResult(kind="generic", tables=tables, files=files, deferred=deferred, typed_files=typed_files)
     if set_aside:
         result.rejected = pd.concat(set_aside, ignore_index=True)
     return result
