@@ -4,6 +4,7 @@ but could not be parsed, so validation can reject those rows with a reason."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -160,35 +161,55 @@ def _is_arrow_string(s: pd.Series | pd.Index) -> bool:
     return isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"
 
 
-def run_positions(values: pd.Series, keys: pd.Series) -> np.ndarray:
-    """`positions(values, keys)` looking up each run of equal consecutive values once: order
-    lines come grouped by order. When the runs are the keys themselves, in order (every order
-    has lines and both files list them in the same order), nothing is looked up at all."""
+@dataclass
+class Runs:
+    """A column's runs of equal consecutive values (`value_runs`): the first value of each run,
+    and each run's length."""
+
+    firsts: pa.Array | pa.ChunkedArray
+    lengths: np.ndarray
+
+
+def value_runs(values: pd.Series) -> Runs | None:
+    """The runs of equal consecutive values of an Arrow text column (order lines come grouped by
+    order); None when it is no such column, or when runs would gain nothing (most values differ
+    from the one before). Reads the column alone: a reader thread takes it before the keys exist."""
     n = len(values)
-    if n < 2 or not (_is_arrow_string(values) and _is_arrow_string(keys)):
-        return positions(values, keys)
+    if n < 2 or not _is_arrow_string(values):
+        return None
     arr = arrow_chunks(values)
     change = pc.not_equal(arr.slice(1), arr.slice(0, n - 1)).fill_null(True)
     starts = np.flatnonzero(np.r_[True, np.asarray(change.to_numpy(zero_copy_only=False), dtype=bool)])
     if len(starts) > 0.8 * n:  # not grouped: a run per value gains nothing
+        return None
+    return Runs(take_increasing(arr, starts), np.diff(np.r_[starts, n]))
+
+
+def run_positions(values: pd.Series, keys: pd.Series, runs: Runs | None = None) -> np.ndarray:
+    """`positions(values, keys)` looking up each run of equal consecutive values once: order
+    lines come grouped by order. When the runs are the keys themselves, in order (every order
+    has lines and both files list them in the same order), nothing is looked up at all.
+    `runs`: `value_runs(values)`, when taken already."""
+    if runs is None:
+        runs = value_runs(values)
+    if runs is None or not _is_arrow_string(keys):
         return positions(values, keys)
-    runs = take_increasing(arr, starts)
-    lengths = np.diff(np.r_[starts, n])
+    firsts = runs.firsts
     karr = arrow_chunks(keys)
     if (
-        len(runs) == len(karr)
-        and runs.null_count == 0
+        len(firsts) == len(karr)
+        and firsts.null_count == 0
         and karr.null_count == 0
-        and runs.type == karr.type
-        and pc.all(pc.equal(runs, karr)).as_py()
+        and firsts.type == karr.type
+        and pc.all(pc.equal(firsts, karr)).as_py()
     ):
         at = np.arange(len(karr), dtype=np.intp)
     else:
-        found = _index_in(runs, pd.Index(keys))
+        found = _index_in(firsts, pd.Index(keys))
         if found is None:
             return positions(values, keys)
         at = found
-    return np.repeat(at, lengths)
+    return np.repeat(at, runs.lengths)
 
 
 def has_duplicates(s: pd.Series) -> bool:

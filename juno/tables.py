@@ -7,6 +7,7 @@ tickets, subscriptions) and settles what spans tables: currency, as_of, the cust
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,7 @@ from juno import background
 from juno.config import Config
 from juno.grouping import sorted_codes
 from juno.parse import (
+    Runs,
     arrow_chunks,
     arrow_of,
     arrow_positions,
@@ -31,6 +33,7 @@ from juno.parse import (
     parse_number,
     run_positions,
     upper_text,
+    value_runs,
 )
 from juno.sources.base import FILE_COL, LINE_COL, REJECTED_COLUMNS, RawTable
 
@@ -313,14 +316,24 @@ def _numbers(columns: list[pd.Series]) -> list[tuple[pd.Series, pd.Series]]:
     return [parse_number(c) for c in columns]
 
 
-def lines_table(
-    raw: RawTable, orders: pd.DataFrame, own: bool = False
-) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
-    """(used lines, rejected rows, per used line the row of its order in `orders`).
+@dataclass
+class PreparedLines:
+    """The order lines typed as far as they go without the orders (`prepare_lines`)."""
+
+    raw: RawTable
+    order_id: pd.Series
+    numbers: list[tuple[pd.Series, pd.Series]]  # (values, not a number) of quantity, price, line_discount, cost
+    sku: pd.Series
+    category: pd.Series
+    runs: Runs | None  # the order ids' runs (lines come grouped by order)
+
+
+def prepare_lines(raw: RawTable, own: bool = False) -> PreparedLines:
+    """Everything of `lines_table` that reads the lines alone. A reader thread does it as soon
+    as the lines are read, while the orders are still being typed (juno.validate).
 
     `own`: the raw table is the caller's to spend (its columns may be dropped as they are typed)."""
     f = raw.frame
-    rej = _Rejects(raw)
     order_id = clean_text(raw_column(f, "order_id"))
 
     def numbers(names: tuple[str, str]) -> list[tuple[pd.Series, pd.Series]]:
@@ -333,20 +346,32 @@ def lines_table(
                 del f[name]  # nothing reads a line's raw number again: free its text now
         return parsed
 
-    (qty, bad_q), (price, bad_p) = numbers(("quantity", "price"))
-    (line_discount, bad_d), (cost, bad_c) = numbers(("line_discount", "cost"))
-    rej.add(order_id.isna(), "missing order_id")
-    # One lookup gives both the lines of unknown orders and every line's order row.
-    at = run_positions(order_id, orders["order_id"])
-    rej.add(at < 0, "line of an unknown or rejected order", order_id)
-    rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
+    typed = numbers(("quantity", "price")) + numbers(("line_discount", "cost"))
     category = _text_or_codes(raw_column(f, "category"), lower=True)
     sku = _text_or_codes(raw_column(f, "sku"))
+    return PreparedLines(raw, order_id, typed, sku, category, value_runs(order_id))
+
+
+def lines_table(
+    raw: RawTable | PreparedLines, orders: pd.DataFrame, own: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """(used lines, rejected rows, per used line the row of its order in `orders`).
+
+    `raw`: the raw table, or what `prepare_lines` made of it. `own`: see `prepare_lines`."""
+    lines = raw if isinstance(raw, PreparedLines) else prepare_lines(raw, own)
+    rej = _Rejects(lines.raw)
+    order_id = lines.order_id
+    (qty, bad_q), (price, bad_p), (line_discount, bad_d), (cost, bad_c) = lines.numbers
+    rej.add(order_id.isna(), "missing order_id")
+    # One lookup gives both the lines of unknown orders and every line's order row.
+    at = run_positions(order_id, orders["order_id"], lines.runs)
+    rej.add(at < 0, "line of an unknown or rejected order", order_id)
+    rej.add(bad_q | bad_p | bad_d | bad_c, "quantity, price, discount or cost is not a number", order_id)
     out = pd.DataFrame(
         {
             "order_id": order_id,
-            "sku": sku,
-            "category": category,
+            "sku": lines.sku,
+            "category": lines.category,
             "quantity": _filled(qty, 1.0),
             "price": price,
             "line_discount": _filled(line_discount, 0.0),

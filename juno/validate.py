@@ -27,11 +27,13 @@ from juno.sources.base import (
     SourceResult,
 )
 from juno.tables import (
+    PreparedLines,
     customer_rows,
     customers_table,
     email_lookup,
     lines_table,
     orders_table,
+    prepare_lines,
     subscriptions_table,
     tickets_table,
 )
@@ -169,10 +171,19 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
 
     # A deferred table can be read on a second thread while the one before it is typed (the
     # reader lets go of the GIL for most of it); the others are read when taken.
-    ahead: dict[str, Future[tuple[pd.DataFrame, InputFile, pd.DataFrame]]] = {}
+    ahead: dict[str, Future[tuple[pd.DataFrame, InputFile, pd.DataFrame, PreparedLines | None]]] = {}
+    prepared: dict[str, PreparedLines] = {}
 
     def read_ahead(name: str) -> None:
-        ahead[name] = background.start(source.deferred.pop(name), name="juno-read")
+        reader = source.deferred.pop(name)
+
+        def read() -> tuple[pd.DataFrame, InputFile, pd.DataFrame, PreparedLines | None]:
+            frame, info, aside = reader()
+            # The lines typed as far as they go without the orders, on this thread as well.
+            ready = prepare_lines(RawTable(name, frame), own=True) if name == "order_lines" else None
+            return frame, info, aside, ready
+
+        ahead[name] = background.start(read, name="juno-read")
 
     if "customers" in source.deferred and "orders" in source.deferred:
         read_ahead("orders")  # while the customers are typed
@@ -180,8 +191,10 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     def take(name: str) -> RawTable | None:
         reader = ahead.pop(name).result if name in ahead else source.deferred.pop(name, None)
         if reader is not None:  # read only now, while no other table's raw cells are held
-            frame, info, aside = reader()
+            frame, info, aside, *ready = reader()
             raw = RawTable(name, frame)
+            if ready and ready[0] is not None:
+                prepared[name] = ready[0]
             files.append(info)
             rows_read[name] = len(frame) + len(aside)
             if len(aside):
@@ -346,7 +359,9 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     line_order_rows = None
     lines_raw = take("order_lines")
     if lines_raw is not None:
-        lines, rej, line_order_rows = lines_table(lines_raw, orders, own=consume or "order_lines" in deferred)
+        lines, rej, line_order_rows = lines_table(
+            prepared.pop("order_lines", lines_raw), orders, own=consume or "order_lines" in deferred
+        )
         rejected_parts.append(rej)
     del lines_raw
 
