@@ -23,11 +23,27 @@ HOLD_FLAGS = (
 
 
 @dataclass
+class Coded:
+    """A text per customer out of a few: each row's index into `texts`."""
+
+    codes: np.ndarray
+    texts: list[str]
+
+    def values(self) -> np.ndarray:
+        """The texts as an object array (one Python reference per row)."""
+        return np.asarray(np.array(self.texts, dtype=object)[self.codes], dtype=object)
+
+
+@dataclass
 class Flags:
     """One boolean column per flag, one row per customer; `detail` explains subscription conflicts."""
 
     frame: pd.DataFrame
-    detail: np.ndarray
+    detail_codes: Coded  # codes into DETAILS
+
+    @property
+    def detail(self) -> np.ndarray:
+        return self.detail_codes.values()
 
 
 def _covered_by_active_subscription(
@@ -80,21 +96,21 @@ def compute_flags(
     duplicate = f["duplicate_group"].notna().to_numpy(bool)
 
     status = f["subscription_status"]
-    detail = np.full(n, "", dtype=object)
+    detail = np.zeros(n, dtype=np.int8)  # codes into DETAILS
     conflict = np.zeros(n, dtype=bool)  # also: the customers whose detail is set (first wins)
     if "replenishment_ready" in memberships:
         covered = memberships["replenishment_ready"].mask & _covered_by_active_subscription(
             ctx, subscriptions, f["customer_id"]
         )
-        detail[covered] = "active subscription covers the due product"
+        detail[covered] = 1
         conflict |= covered
     if "lapsed_high_value" in memberships:
         lapsed_sub = memberships["lapsed_high_value"].mask & status.isin(["paused", "cancelled"]).to_numpy(bool)
-        detail[lapsed_sub & ~conflict] = "paused or cancelled subscription behind the lapse"
+        detail[lapsed_sub & ~conflict] = 2
         conflict |= lapsed_sub
     if "discount_risk" in memberships:
         sub_disc = memberships["discount_risk"].mask & (status == "active").to_numpy(bool)
-        detail[sub_disc & ~conflict] = "subscriber in discount_risk"
+        detail[sub_disc & ~conflict] = 3
         conflict |= sub_disc
 
     frame = pd.DataFrame(
@@ -107,7 +123,16 @@ def compute_flags(
         }
     )
     frame["high_severity"] = f["recent_high_severity"].to_numpy(bool)
-    return Flags(frame=frame, detail=detail)
+    return Flags(frame=frame, detail_codes=Coded(detail, list(DETAILS)))
+
+
+# The subscription conflicts' explanations (Flags.detail), by code; 0: none.
+DETAILS = (
+    "",
+    "active subscription covers the due product",
+    "paused or cancelled subscription behind the lapse",
+    "subscriber in discount_risk",
+)
 
 
 def flag_codes(flags: Flags) -> tuple[list[str], np.ndarray]:
@@ -136,10 +161,22 @@ def next_actions(
     """The next action per customer: the cohort's action unless a flag changes it (first wins).
 
     `codes`: `primary` as (codes, names) when the caller has them (`cohorts.primary_codes`)."""
+    return next_action_codes(primary, flags, actions, config, codes).values()
+
+
+def next_action_codes(
+    primary: np.ndarray,
+    flags: Flags,
+    actions: dict[str, str],
+    config: Config,
+    codes: tuple[np.ndarray, list[str]] | None = None,
+) -> Coded:
+    """`next_actions` as codes into the few texts it takes."""
     fr = flags.frame
     code, names = codes if codes is not None else pd.factorize(primary)
     # Per name its action and whether it is a cohort; a code of -1 (missing) takes the last.
-    out = np.array([actions.get(name, "") for name in names] + [""], dtype=object)[code]
+    texts = [actions.get(name, "") for name in names] + [""]
+    out = np.where(np.asarray(code) < 0, len(texts) - 1, code).astype(np.int64)
     has = np.array([name != "" for name in names] + [True], dtype=bool)[code]
     fallback = config.consent.fallback_channel
     rules = [
@@ -148,9 +185,10 @@ def next_actions(
         ("recent_purchase", f"hold outreach: ordered within {config.thresholds.cooldown_days} days"),
         ("no_consent", f"no marketing send: {fallback.replace('_', ' ')} or transactional only"),
         ("recent_support_issue", "service recovery / review first; no promotional send"),
+        ("high_severity", "service recovery first (high-severity ticket); no promotional send"),
     ]
     # Later rules override earlier ones: support issues matter most, then consent.
     for flag, text in rules:
-        out[fr[flag].to_numpy(bool) & has] = text
-    out[fr["high_severity"].to_numpy(bool) & has] = "service recovery first (high-severity ticket); no promotional send"
-    return out
+        out[fr[flag].to_numpy(bool) & has] = len(texts)
+        texts.append(text)
+    return Coded(out, texts)

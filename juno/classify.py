@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from juno import background
 from juno.assess import confidence, priority_score, stability, value_at_stake
 from juno.brief import CohortFacts, FlagCount
-from juno.checks import HOLD_FLAGS, Flags, compute_flags, flag_codes, held_back, next_actions
+from juno.checks import HOLD_FLAGS, Coded, Flags, compute_flags, flag_codes, held_back, next_action_codes
 from juno.cohorts import (
     RULES,
     Context,
@@ -53,13 +53,18 @@ class Classification:
     primary_names: list[str]
     flags: Flags
     held: np.ndarray
-    actions: np.ndarray
+    action_codes: Coded  # the next action per customer (checks.next_action_codes)
     cohort_facts: list[CohortFacts]
     vip_discount_excluded: int
     margin_incomplete: bool
     # The customer table's cohorts and reason_codes columns (member_texts), built on a second
     # thread while the cohort facts are computed; customer_table takes them.
     member_texts: Future[tuple[Any, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def actions(self) -> np.ndarray:
+        """The next action per customer, as text."""
+        return self.action_codes.values()
 
 
 def definition(cid: str, config: Config, value_column: str) -> str:
@@ -127,7 +132,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
     prim = np.asarray(pnames, dtype=object)[pcode]
     flags = compute_flags(ctx, memberships, config, store.subscriptions)
     held = held_back(flags)
-    actions = next_actions(prim, flags, {c: RULES[c].action for c in cohort_ids}, config, (pcode, pnames))
+    actions = next_action_codes(prim, flags, {c: RULES[c].action for c in cohort_ids}, config, (pcode, pnames))
     margin_incomplete = (not store.has_cost) or (
         1 - signals.margin_coverage > config.thresholds.margin_coverage_min
     )
@@ -210,7 +215,7 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         primary_names=pnames,
         flags=flags,
         held=held,
-        actions=actions,
+        action_codes=actions,
         cohort_facts=facts,
         vip_discount_excluded=vip_excl,
         margin_incomplete=margin_incomplete,
@@ -245,6 +250,29 @@ def _coded(texts: list[str], code: np.ndarray) -> Any:
     if len(code) == 0:
         return _text(np.array(texts, dtype=object)[code])
     a = pa.array(texts, pa.large_string()).take(pa.array(code))
+    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+
+
+def _coded_with(texts: list[str], code: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]) -> Any:
+    """`_coded(texts, code)` with the cells at each `rows` index array set to its own texts
+    (objects: str, or NaN for none), later ones over earlier ones; as `_text` of the object
+    array built that way."""
+
+    def objects() -> Any:
+        values = np.array(texts, dtype=object)[code]
+        for idx, cells in rows:
+            values[idx] = cells
+        return _text(values)
+
+    if len(code) == 0:
+        return objects()
+    a = pa.array(texts, pa.large_string()).take(pa.array(code))
+    for idx, cells in rows:
+        mask = np.zeros(len(code), dtype=bool)
+        mask[idx] = True
+        a = pc.replace_with_mask(a, pa.array(mask), pa.array(cells, pa.large_string(), from_pandas=True))
+    if a.null_count == len(a):  # no text at all: left as objects, as `_text` leaves them
+        return objects()
     return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
 
 
@@ -337,18 +365,19 @@ def customer_table(
     no_orders = f["orders_all_lifetime"].to_numpy() == 0
     only_void = (f["orders_lifetime"].to_numpy() == 0) & ~no_orders
     # The first reason that applies, as np.select over [classified, excluded, merged, no orders,
-    # only void] would pick: filled in reverse, the variable texts built for their rows only.
-    why = np.full(n, _WHY_FIXED[2], dtype=object)
-    why[only_void] = _WHY_FIXED[1]
-    why[no_orders] = _WHY_FIXED[0]
-    idx = np.flatnonzero(merged)
+    # only void] would pick: codes into the fixed texts filled in reverse, then the variable
+    # texts (merged, excluded) for their rows only.
+    why_code = np.full(n, 2, dtype=np.int8)
+    why_code[only_void] = 1
+    why_code[no_orders] = 0
+    why_code[classified] = 3
+    why_rows: list[tuple[np.ndarray, np.ndarray]] = []
+    idx = np.flatnonzero(merged & ~excluded & ~classified)
     if len(idx):
-        into = f["merged_into"].take(idx).fillna("")
-        why[idx] = ("merged into " + into).to_numpy(object)
-    idx = np.flatnonzero(excluded)
+        why_rows.append((idx, ("merged into " + f["merged_into"].take(idx).fillna("")).to_numpy(object)))
+    idx = np.flatnonzero(excluded & ~classified)
     if len(idx):
-        why[idx] = f["excluded_reason"].take(idx).to_numpy(object)
-    why[classified] = ""
+        why_rows.append((idx, f["excluded_reason"].take(idx).to_numpy(object)))
     status = np.full(n, 3, dtype=np.int8)
     status[merged] = 2
     status[excluded] = 1
@@ -373,11 +402,11 @@ def customer_table(
         "cohorts": cohorts_col,
         "flags": _coded(*flag_codes(cl.flags)),
         "held_back": cl.held & classified,
-        "next_action": _text(cl.actions),
+        "next_action": _coded(cl.action_codes.texts, cl.action_codes.codes),
         "priority": priority_col,
         "reason_codes": reasons_col,
-        "flag_detail": _text(cl.flags.detail),
-        "unclassified_reason": _text(why),
+        "flag_detail": _coded(cl.flags.detail_codes.texts, cl.flags.detail_codes.codes),
+        "unclassified_reason": _coded_with([*_WHY_FIXED, ""], why_code, why_rows),
     }
     keep = [
         "orders_window",

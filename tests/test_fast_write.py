@@ -545,3 +545,28 @@ def test_take_rows_chunk_by_chunk_equals_take() -> None:
     for rows in (np.array([], dtype=np.int64), np.array([0, 1, 300, 999]), np.flatnonzero(rng.random(n) < 0.3)):
         got = segments._take_rows(frame, rows)
         pd.testing.assert_frame_equal(got, frame.take(rows).reset_index(drop=True), check_exact=True)
+
+
+def test_coded_with_matches_the_object_column() -> None:
+    """`_coded_with` (Arrow take, then the variable cells) against `_text` of the object array
+    built cell by cell: missing cells, rows set twice (the later wins), no text at all, no rows."""
+    rng = np.random.default_rng(5)
+    texts = ["no orders", "", "no cohort rule met"]
+    for n in (0, 1, 7, 500):
+        code = rng.integers(0, len(texts), n)
+        first = np.flatnonzero(rng.random(n) < 0.3)
+        second = np.flatnonzero(rng.random(n) < 0.2)
+        cells_a = np.array([f"merged into C{i}" for i in first], dtype=object)
+        cells_b = np.array([np.nan if i % 3 == 0 else f"excluded: tag {i}" for i in second], dtype=object)
+        for rows in ([], [(first, cells_a)], [(first, cells_a), (second, cells_b)]):
+            want = np.array(texts, dtype=object)[code]
+            for idx, cells in rows:
+                want[idx] = cells
+            got = classify_module._coded_with(texts, code, rows)
+            expected = classify_module._text(want)
+            assert type(got) is type(expected)
+            pd.testing.assert_series_equal(pd.Series(got), pd.Series(expected))
+    # Every cell missing: left as objects, as `_text` leaves them.
+    code = np.zeros(4, dtype=np.int8)
+    got = classify_module._coded_with(["x"], code, [(np.arange(4), np.full(4, np.nan, dtype=object))])
+    assert isinstance(got, np.ndarray) and got.dtype == object
