@@ -346,12 +346,16 @@ def _member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> t
 
 
 def customer_table(
-    signals: Signals, cl: Classification, contacts: pd.DataFrame | None = None
+    signals: Signals,
+    cl: Classification,
+    contacts: pd.DataFrame | None = None,
+    signals_part: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Every input customer: classified, or with the reason it is not.
 
     `contacts` (the store's customers, row-aligned with the signals) adds email and phone, which
-    the reviewed member files need.
+    the reviewed member files need. `signals_part`: `signal_columns(signals, contacts)`, when
+    taken already (its columns are then the table's own).
     """
     f = signals.frame
     n = len(f)
@@ -408,46 +412,64 @@ def customer_table(
         "flag_detail": _coded(cl.flags.detail_codes.texts, cl.flags.detail_codes.codes),
         "unclassified_reason": _coded_with([*_WHY_FIXED, ""], why_code, why_rows),
     }
-    keep = [
-        "orders_window",
-        "orders_lifetime",
-        "net_revenue_window",
-        "net_revenue_lifetime",
-        "margin_window",
-        "value_window",
-        "value_lifetime",
-        "value_score",
-        "first_order_at",
-        "last_order_at",
-        "recency_days",
-        "tenure_days",
-        "median_gap_days",
-        "discount_share_window",
-        "discount_rate_window",
-        "refund_rate",
-        "top_category",
-        "categories",
-        "subscription_status",
-        "tickets_window",
-        "open_tickets",
-        "email_consent",
-        "sms_consent",
-        "email_ok",
-        "sms_ok",
-        "duplicate_group",
-    ]
-    shared = f.index.equals(pd.RangeIndex(n))
-    for col in keep:
+    tail = signal_columns(signals, contacts) if signals_part is None else signals_part
+    out = pd.DataFrame({**cols, **{k: v for k, v in tail.items() if k not in _CONTACTS}}, copy=False)
+    for col in _CONTACTS:
+        if col in tail:
+            out[col] = tail[col]
+    return out
+
+
+# The customer table's columns after the classification's own, in order: the signals, then
+# email and phone when the contacts are given.
+SIGNAL_COLUMNS = (
+    "orders_window",
+    "orders_lifetime",
+    "net_revenue_window",
+    "net_revenue_lifetime",
+    "margin_window",
+    "value_window",
+    "value_lifetime",
+    "value_score",
+    "first_order_at",
+    "last_order_at",
+    "recency_days",
+    "tenure_days",
+    "median_gap_days",
+    "discount_share_window",
+    "discount_rate_window",
+    "refund_rate",
+    "top_category",
+    "categories",
+    "subscription_status",
+    "tickets_window",
+    "open_tickets",
+    "email_consent",
+    "sms_consent",
+    "email_ok",
+    "sms_ok",
+    "duplicate_group",
+)
+_CONTACTS = ("email", "phone")
+
+
+def signal_columns(signals: Signals, contacts: pd.DataFrame | None = None) -> dict[str, Any]:
+    """The customer table's columns that no classification changes (`SIGNAL_COLUMNS`, then
+    email and phone from `contacts`): known once the signals are, shared with them, not copied.
+    `customer_table` takes them as they are, so their text can be made ahead of it."""
+    f = signals.frame
+    shared = f.index.equals(pd.RangeIndex(len(f)))
+    cols: dict[str, Any] = {}
+    for col in SIGNAL_COLUMNS:
         s = f[col]
         if isinstance(s.dtype, pd.StringDtype):
             cols[col] = _as_str(s)
         else:  # numbers and dates: the signals' own Series, shared until written to (copy on write)
             cols[col] = s if shared else s.to_numpy()
-    out = pd.DataFrame(cols, copy=False)
     if contacts is not None:
-        for col in ("email", "phone"):
+        for col in _CONTACTS:
             if col in contacts and isinstance(contacts[col].dtype, pd.StringDtype):
-                out[col] = _as_str(contacts[col])
+                cols[col] = _as_str(contacts[col])
             else:
-                out[col] = contacts[col].to_numpy() if col in contacts else None
-    return out
+                cols[col] = contacts[col].to_numpy() if col in contacts else None
+    return cols

@@ -17,11 +17,12 @@ import pandas as pd
 
 from juno import __version__
 from juno.brief import Brief, CycleFact, Facts, Narrative, Provenance, ReasonCount, Scope
-from juno.classify import Classification, customer_table, run_classification
+from juno.classify import Classification, customer_table, run_classification, signal_columns
 from juno.config import Config
 from juno.narrative import draft_narrative
 from juno.outputs import write_atomically
 from juno.render import (
+    CellsAhead,
     cohorts_frame,
     render_brief_md,
     render_cohorts_md,
@@ -48,6 +49,8 @@ class RunResult:
     out: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
     previous: Path | None = None  # an earlier run folder whose review decisions carry forward
+    # customers.csv's signal columns as text, made during classification (see write_run)
+    customers_ahead: CellsAhead | None = field(default=None, repr=False)
 
     @property
     def cohorts(self) -> pd.DataFrame:
@@ -184,7 +187,9 @@ def write_run(result: RunResult, out: Path, force: bool = False) -> None:
         # other outputs are; the last extra writer (review.toml, which fingerprints the outputs)
         # waits for it. An error on either side still fails the whole write.
         with ThreadPoolExecutor(max_workers=1) as pool:
-            customers_csv = pool.submit(write_csv, result.customers, tmp / "customers.csv")  # type: ignore[arg-type]
+            customers_csv = pool.submit(
+                write_csv, result.customers, tmp / "customers.csv", result.customers_ahead  # type: ignore[arg-type]
+            )
             write_csv(result.cohorts, tmp / "cohorts.csv")
             (tmp / "cohorts.md").write_text(render_cohorts_md(brief), encoding="utf-8")
             (tmp / "brief.md").write_text(render_brief_md(brief), encoding="utf-8")
@@ -245,9 +250,17 @@ def run(
 
     def classify_step() -> None:
         assert result.store is not None and result.signals is not None
+        contacts = result.store.customers
+        signals_part = signal_columns(result.signals, contacts)
+        if out is not None:
+            # customers.csv's signal columns turned into text on a second thread once
+            # classification asks for the purchase history: its waiting for it and its last
+            # part leave that core idle.
+            result.customers_ahead = CellsAhead(signals_part, len(result.signals.frame))
+            result.customers_ahead.start(when=result.signals.history_asked)
         result.classification = run_classification(result.store, result.signals, config)
         result.customers = customer_table(
-            result.signals, result.classification, contacts=result.store.customers
+            result.signals, result.classification, contacts=contacts, signals_part=signals_part
         )
 
     def narrative_step() -> None:
@@ -268,12 +281,17 @@ def run(
         ("brief", narrative_step),
         ("write", write_step),
     ]
-    for name, step in steps:
-        if progress:
-            progress(name)
-        t0 = time.perf_counter()
-        step()
-        result.timings[name] = time.perf_counter() - t0
+    try:
+        for name, step in steps:
+            if progress:
+                progress(name)
+            t0 = time.perf_counter()
+            step()
+            result.timings[name] = time.perf_counter() - t0
+    finally:
+        if result.customers_ahead is not None:  # written, or never will be: drop the text
+            result.customers_ahead.close()
+            result.customers_ahead = None
     return result
 
 

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from juno import background
 from juno.brief import Brief, CohortFacts
 from juno.largefile import LargeFile
 from juno.narrative.template import environment
@@ -96,16 +98,26 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_csv(frame: pd.DataFrame, path: Path) -> None:
+def write_csv(frame: pd.DataFrame, path: Path, ahead: CellsAhead | None = None) -> None:
     """`csv_frame(frame).to_csv(index=False, lineterminator="\\n", na_rep="")`, byte for byte, but
-    each column turned into cell text by Arrow kernels and the rows joined and written in slices."""
+    each column turned into cell text by Arrow kernels and the rows joined and written in slices.
+
+    `ahead`: the text of the frame's last columns, made ahead (`CellsAhead`); each slice it has
+    is taken from it, the others made here. Ignored unless its columns are the frame's last."""
+    if ahead is not None and not ahead.fits(frame):
+        ahead.close()
+        ahead = None
     if frame.shape[1] < 2 or len(frame) == 0:  # csv quotes a lone empty field: keep its rules
         csv_frame(frame).to_csv(path, index=False, lineterminator="\n", na_rep="")
         return
     columns = [frame.iloc[:, j] for j in range(frame.shape[1])]
+    own = columns if ahead is None else columns[: len(columns) - len(ahead.names)]
 
     def text(start: int) -> memoryview:
-        return _lines([csv_cells(s.iloc[start : start + _SLICE]) for s in columns])
+        made = ahead.take(start) if ahead is not None else None
+        if made is None:
+            return _lines([csv_cells(s.iloc[start : start + _SLICE]) for s in columns])
+        return _lines([*(csv_cells(s.iloc[start : start + _SLICE]) for s in own), made])
 
     header = ",".join(_quote_name(str(c)) for c in frame.columns) + "\n"
     _write_slices(path, header, text, range(0, len(frame), _SLICE))
@@ -114,6 +126,91 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 # In slices of rows: the text of a whole million-row table at once is gigabytes.
 _SLICE = 1 << 16
 _AHEAD = 2  # slices being turned into text while the previous one is written
+
+
+class CellsAhead:
+    """The CSV text of a table's last columns, made slice by slice (`write_csv`'s slices) on a
+    thread of its own before the rest of the table exists.
+
+    customers.csv's last 28 columns are the signals and contacts, known before classification
+    is done: their text is made while a core would otherwise wait (classification's last part
+    runs mostly on one), and `write_csv` joins each slice's other cells to it. Each slice is
+    made once, by whichever side comes to it first; text is made ahead only up to `budget`
+    bytes, the rest is left to `write_csv`. Every slice's text is the cells `csv_cells` gives,
+    joined by commas, so the rows come out byte for byte as without it.
+    """
+
+    def __init__(self, columns: dict[str, Any], rows: int, budget: int = 96 << 20) -> None:
+        self.names = list(columns)
+        # A column given as None is all missing (a table built from the same dict holds None in
+        # every row).
+        self._columns = [
+            v if isinstance(v, pd.Series) else pd.Series(np.full(rows, None, object) if v is None else v, copy=False)
+            for v in columns.values()
+        ]
+        self._dtypes = [c.dtype for c in self._columns]
+        self._rows = rows
+        self._slice = _SLICE
+        self._budget = budget
+        self._lock = threading.Lock()
+        self._made: dict[int, Future[pa.Array]] = {}  # slice start -> its text (being) made here
+        self._taken: set[int] = set()  # slices write_csv makes itself
+        self._closed = False
+
+    def start(self, when: threading.Event | None = None) -> Future[None]:
+        """Make the slices' text, in order, on a thread: once `when` is set (other work no
+        longer needs the second core), when given; never once closed."""
+        return background.start(self._run, when, name="juno-cells")
+
+    def _run(self, when: threading.Event | None) -> None:
+        while when is not None and not when.wait(0.02):
+            if self._closed:
+                return
+        made = 0
+        for start in range(0, self._rows, self._slice):
+            with self._lock:
+                if self._closed or made >= self._budget:
+                    return
+                if start in self._taken:
+                    continue
+                slot: Future[pa.Array] = Future()
+                self._made[start] = slot
+            try:
+                text = self._text(start)
+            except BaseException as exc:
+                slot.set_exception(exc)
+                return
+            slot.set_result(text)
+            made += text.nbytes
+
+    def _text(self, start: int) -> pa.Array:
+        cells = [csv_cells(s.iloc[start : start + self._slice]) for s in self._columns]
+        return cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _L(","))
+
+    def fits(self, frame: pd.DataFrame) -> bool:
+        """Whether these are `frame`'s last columns (same names, types and length) and its
+        slices `write_csv`'s."""
+        k = len(self.names)
+        if frame.shape[1] <= k or len(frame) != self._rows or self._slice != _SLICE:
+            return False
+        tail = frame.iloc[:, frame.shape[1] - k :]
+        return [str(c) for c in tail.columns] == self.names and list(tail.dtypes) == self._dtypes
+
+    def take(self, start: int) -> pa.Array | None:
+        """The text of the slice at `start` (waited for if being made), or None: then the
+        caller makes it, and this side no longer will."""
+        with self._lock:
+            slot = self._made.pop(start, None)
+            if slot is None:
+                self._taken.add(start)
+                return None
+        return slot.result()
+
+    def close(self) -> None:
+        """Make no more text ahead (what was made is dropped)."""
+        with self._lock:
+            self._closed = True
+            self._made.clear()
 
 
 def _write_slices(path: Path, header: str, text: Callable[[int], memoryview], starts: range) -> None:

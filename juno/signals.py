@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -49,10 +50,14 @@ class Signals:
     # cycles.purchase_history from the arrays above, started on a second thread while the rest
     # of the signals were computed (compute_signals(..., history=True)); see take_history.
     history: Future[PurchaseHistory] | None = field(default=None, repr=False)
+    # Set once classification asks for the history: from then on it leaves a core idle (while
+    # it waits for the history, and in the mostly single-threaded work after it).
+    history_asked: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def take_history(self) -> PurchaseHistory | None:
         """The purchase history started with the signals (waited for), handed over once: the
         signals, which live until the outputs are written, do not keep its arrays alive."""
+        self.history_asked.set()
         started, self.history = self.history, None
         return None if started is None else started.result()
 

@@ -570,3 +570,98 @@ def test_coded_with_matches_the_object_column() -> None:
     code = np.zeros(4, dtype=np.int8)
     got = classify_module._coded_with(["x"], code, [(np.arange(4), np.full(4, np.nan, dtype=object))])
     assert isinstance(got, np.ndarray) and got.dtype == object
+
+
+# ---------------------------------------------------------------- cells made ahead
+
+
+def _ahead_of(frame: pd.DataFrame, k: int, budget: int = 1 << 30) -> juno.render.CellsAhead:
+    """A CellsAhead of the frame's last `k` columns, built from a dict as the pipeline builds it."""
+    cols = {str(c): frame[c] for c in frame.columns[-k:]}
+    return juno.render.CellsAhead(cols, len(frame), budget=budget)
+
+
+@pytest.mark.parametrize("slice_rows", [1 << 17, 97])
+def test_cells_made_ahead_write_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_rows: int
+) -> None:
+    """The text of the last columns made ahead (all, some, none of the slices; on a thread that
+    starts before, during or after the writing) joins into the same bytes as without it."""
+    import threading
+
+    monkeypatch.setattr(juno.render, "_SLICE", slice_rows)
+    frame = _tricky_frame(1_000)
+    want = _reference_bytes(frame)
+    path = tmp_path / "t.csv"
+    for k in (1, 5, frame.shape[1] - 1):
+        for budget in (1 << 30, 1, 0):
+            ahead = _ahead_of(frame, k, budget)
+            ahead.start().result()  # made before the writing: all slices, the first, none
+            write_csv(frame, path, ahead)
+            assert path.read_bytes() == want, (k, budget)
+        when = threading.Event()
+        ahead = _ahead_of(frame, k)
+        started = ahead.start(when)
+        when.set()  # made while the writing goes on: each slice by whichever side comes first
+        write_csv(frame, path, ahead)
+        assert path.read_bytes() == want, k
+        started.result()
+    # A column given as None is all missing: as in a frame built from the same dict.
+    cols = {"a": frame["id"], "b": None}
+    table = pd.DataFrame(cols)
+    ahead = juno.render.CellsAhead({"b": None}, len(table))
+    ahead.start().result()
+    write_csv(table, path, ahead)
+    assert path.read_bytes() == _reference_bytes(table)
+
+
+def test_cells_made_ahead_for_other_columns_are_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(juno.render, "_SLICE", 97)
+    frame = _tricky_frame(300)
+    path = tmp_path / "t.csv"
+    others = [
+        _ahead_of(frame.drop(columns=["last"]), 2),  # not the last columns
+        _ahead_of(frame.iloc[:200], 2),  # another length
+        _ahead_of(frame.assign(last=frame["last"].astype(object)), 2),  # another type
+    ]
+    for ahead in others:
+        ahead.start().result()
+        write_csv(frame, path, ahead)
+        assert path.read_bytes() == _reference_bytes(frame)
+    ahead = _ahead_of(frame, 2)
+    ahead.start().result()
+    monkeypatch.setattr(juno.render, "_SLICE", 50)  # other slices than it was made in
+    write_csv(frame, path, ahead)
+    assert path.read_bytes() == _reference_bytes(frame)
+
+
+def test_cells_made_ahead_fail_the_write_and_stop_when_closed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    frame = _tricky_frame(300)
+    ahead = _ahead_of(frame, 2)
+
+    def broken(start: int) -> object:
+        raise RuntimeError("made ahead: failed")
+
+    monkeypatch.setattr(ahead, "_text", broken)
+    ahead.start().result()
+    with pytest.raises(RuntimeError, match="made ahead: failed"):  # not written without the slice
+        write_csv(frame, tmp_path / "t.csv", ahead)
+    # Waiting for a signal that never comes: closing ends the thread (the process can exit).
+    waiting = _ahead_of(frame, 2)
+    started = waiting.start(threading.Event())
+    assert not started.done()
+    waiting.close()
+    started.result(timeout=5)
+
+
+def test_run_writes_the_same_customers_with_cells_made_ahead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline's customers.csv, its signal columns' text made during classification (in
+    small slices, so that both sides make some), is the table's own text."""
+    monkeypatch.setattr(juno.render, "_SLICE", 64)
+    result = run(EXAMPLE_STORE, tmp_path / "out", narrative="template")
+    assert result.customers is not None and result.customers_ahead is None  # dropped once written
+    assert (tmp_path / "out" / "customers.csv").read_bytes() == _reference_bytes(result.customers)
