@@ -918,3 +918,45 @@ def test_an_absent_column_reads_as_all_missing_text() -> None:
     f = pd.DataFrame({"order_id": ["O1", "O2", "O3"]}, index=[4, 5, 9])
     pd.testing.assert_series_equal(raw_column(f, "email"), pd.Series(pd.NA, index=f.index, dtype="string"))
     assert raw_column(f, "order_id") is not None and raw_column(f, "order_id").tolist() == ["O1", "O2", "O3"]
+
+
+def test_number_columns_converted_as_pyarrow_converts_them() -> None:
+    """`generic._to_pandas` (float and null-free integer columns copied out by NumPy, outside
+    the GIL) gives the frame pyarrow's own conversion gives: values, dtypes, column order,
+    index; for tables in several chunks, with nulls, of numbers only, empty, or with pandas
+    metadata (left to pyarrow)."""
+    from juno.sources.generic import _to_pandas, _types_mapper
+
+    rng = np.random.default_rng(3)
+    n = 1_000
+    floats = rng.normal(size=n)
+    floats[::7] = np.nan
+    base = pa.table(
+        {
+            "order_id": pa.array([f"O{i}" for i in range(n)], pa.large_string()),
+            "revenue": pa.array(floats, mask=np.arange(n) % 5 == 0),  # nulls and NaNs
+            "quantity": pa.array(rng.integers(-5, 9, n), pa.int64()),
+            "csat": pa.array(rng.integers(1, 6, n), pa.int64(), mask=np.arange(n) % 3 == 0),  # int with nulls
+            "flag": pa.array(rng.random(n) < 0.5),
+            "at": pa.array(rng.integers(0, 10**12, n).astype("datetime64[ms]")).cast(pa.timestamp("ms", tz="UTC")),
+            "sku": pa.array(rng.choice(["a", "b", None], n)).dictionary_encode(),
+            "cost": pa.array(rng.normal(size=n)),
+        }
+    )
+    chunked = pa.Table.from_batches(base.to_batches(max_chunksize=97))
+    tables = [
+        base,
+        chunked,
+        chunked.select(["revenue", "quantity", "cost"]),  # numbers only
+        chunked.select(["order_id", "flag"]),  # no numbers
+        base.slice(0, 0),
+        pa.Table.from_pandas(base.to_pandas().set_index("order_id")),  # pandas metadata: an index
+    ]
+    for table in tables:
+        want = table.to_pandas(types_mapper=_types_mapper, split_blocks=True)
+        handed = [table]
+        got = _to_pandas(handed)
+        assert handed == []
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+        for name in got.columns:
+            assert got[name].dtype == want[name].dtype
