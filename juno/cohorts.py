@@ -468,11 +468,6 @@ def reads_cycles(cid: str) -> bool:
     return cid == "replenishment_ready"
 
 
-def classify(ctx: Context, cohort_ids: Sequence[str]) -> dict[str, Membership]:
-    """Membership of every requested cohort (before precedence)."""
-    return {cid: RULES[cid].members(ctx) for cid in cohort_ids}
-
-
 def primary_codes(
     memberships: dict[str, Membership], precedence: Sequence[str], n: int
 ) -> tuple[np.ndarray, list[str]]:

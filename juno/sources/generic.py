@@ -140,8 +140,8 @@ def _to_pandas(handed: list[pa.Table]) -> pd.DataFrame:
     first), column by column: pyarrow's own conversion of a number column holds the GIL
     throughout (~30 ms a column per 5M rows; seconds at 3M customers, where fresh pages are
     slow), and the order lines are converted on a reader thread while the main thread types
-    the orders: it stalled there. Same values and dtypes as pyarrow gives them. A table whose
-    pandas metadata names index columns is left to pyarrow.
+    the orders: it stalled there. Same values and dtypes as pyarrow gives them. A table with
+    pandas metadata (which can name index columns or restore other dtypes) is left to pyarrow.
     """
     table = handed.pop()
     numeric = [
