@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,14 @@ app = typer.Typer(
     help="Juno: turn store exports into reviewed lifecycle cohorts and a short action brief.",
     pretty_exceptions_enable=False,
 )
+
+@dataclass
+class _State:
+    # A finished run, kept: its arrays are left for the process's exit to free (juno.entry).
+    finished_run: object | None = None
+
+
+state = _State()
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="juno.toml (default: STORE/juno.toml if present)")
@@ -135,6 +144,7 @@ def run_cmd(
                 f"  {c.priority:<3} {c.cohort:<20} {c.size:>7,}  ready {c.outreach_ready:>7,}"
                 f"  held {c.held_back:>6,}  confidence {c.confidence}"
             )
+    state.finished_run = result
 
 
 @app.command()

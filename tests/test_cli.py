@@ -169,3 +169,41 @@ def test_keep_freed_heap_shares_one_heap_between_threads() -> None:
         pytest.skip("not glibc")
     assert _heap_result(_ONE_ARENA, "off") == "RESULT False True"  # the default: the thread's own heap grew
     assert _heap_result(_ONE_ARENA, "on") == "RESULT True False"
+
+
+def test_a_finished_run_leaves_its_arrays_to_the_process_exit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`juno run` ends the process once its outputs are written and the streams flushed, without
+    freeing the run's arrays one by one (juno.entry); a failed run and other commands end as
+    usual. In a subprocess, piped stdout still carries the whole summary."""
+    from juno import cli, entry
+
+    write_store(
+        tmp_path / "store",
+        orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO2,C1,2025-03-01,20\n",
+    )
+    exits: list[int] = []
+
+    class Exited(Exception):
+        pass
+
+    def fake_exit(code: int) -> None:
+        exits.append(code)
+        raise Exited
+
+    monkeypatch.setattr(entry, "prepare_process", lambda: None)  # leave this process's malloc alone
+    monkeypatch.setattr(os, "_exit", fake_exit)
+    monkeypatch.setattr(cli.state, "finished_run", None)
+    out = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["juno", "run", str(tmp_path / "store"), "--out", str(out), "--quiet"])
+    with pytest.raises(Exited):
+        entry.main()
+    assert exits == [0] and (out / "customers.csv").is_file() and (out / "run.json").is_file()
+    assert cli.state.finished_run is not None  # still held when the process ends
+
+    monkeypatch.setattr(cli.state, "finished_run", None)
+    monkeypatch.setattr(sys, "argv", ["juno", "version"])
+    entry.main()  # returns: nothing was run
+    assert exits == [0]
+
+    r = juno("run", str(tmp_path / "store"), "--out", str(tmp_path / "out2"))
+    assert r.returncode == 0 and "customers: " in r.stdout and "Wrote" in r.stdout

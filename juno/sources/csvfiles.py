@@ -179,6 +179,15 @@ def _read_csv(
     types = dict.fromkeys(include or names, pa.large_string())
     if coded and keep is not None:
         types.update(dict.fromkeys(coded_columns([names[i] for i in keep], table), _CODED))
+    import os
+    if os.environ.get('PROTO'):
+        from juno.sources.base import normalise_name
+        for n in list(types):
+            nn = normalise_name(n)
+            if nn in ('revenue','discount','refunded','cost','quantity','price','line_discount'):
+                types[n] = pa.float64()
+            if nn in ('ordered_at','cancelled_at','created_at') and os.environ.get('PROTO') == '2':
+                types[n] = pa.timestamp('s', 'UTC')
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
