@@ -318,6 +318,9 @@ def parse_number(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Numbers as float64; accepts '$1,234.50', ' 12 ', '€3'. Returns (values, bad)."""
     if s.dtype.kind in "fiu":
         v = s.astype("float64")
+        infinite = np.isinf(v.to_numpy())
+        if infinite.any():  # not a number, as a text cell 'inf' is found to be below
+            return v.mask(infinite), pd.Series(infinite, index=s.index)
         return v, pd.Series(False, index=s.index)
     if s.dtype.kind == "b":
         return s.astype("float64"), pd.Series(False, index=s.index)

@@ -54,7 +54,9 @@ class _Rejects:
         self._ok = np.ones(n, dtype=bool)  # no reason yet
         self.any = False
 
-    def add(self, mask: pd.Series | np.ndarray, reason: str, detail: pd.Series | None = None) -> None:
+    def add(
+        self, mask: pd.Series | np.ndarray, reason: str, detail: pd.Series | Callable[[], pd.Series] | None = None
+    ) -> None:
         m = _b(pd.Series(mask)) if not isinstance(mask, np.ndarray) else mask
         new = m & self._ok
         if not new.any():
@@ -65,6 +67,8 @@ class _Rejects:
         self.any = True
         self.reason[new] = reason
         self._ok[new] = False
+        if callable(detail):
+            detail = detail()
         if detail is not None:
             # Text of the rejected cells only: converting the whole column costs seconds per million.
             self.detail[new] = np.asarray(detail[new].astype("string").fillna(""), dtype=object)
@@ -108,6 +112,12 @@ def raw_column(f: pd.DataFrame, name: str) -> pd.Series:
     # An absent column reads as all missing: Arrow nulls (pandas repeats a scalar NA element by
     # element, ~0.3 s per 4.8M rows).
     return pd.Series(pd.array(pa.nulls(len(f), pa.large_string()), dtype="string"), index=f.index)
+
+
+def quoted(raw: RawTable, name: str) -> pd.Series | Callable[[], pd.Series]:
+    """A column as a rejected row quotes it: its cells as the file wrote them. A column the CSV
+    reader typed is read again as text, and only if some row is rejected (`_Rejects.add`)."""
+    return raw.text.get(name) or raw_column(raw.frame, name)
 
 
 def _filled(v: pd.Series, value: float) -> pd.Series:
@@ -248,15 +258,15 @@ def orders_table(
     rej.add(order_id.isna(), "missing order_id")
     rej.add(cid.isna(), "no customer id or email (unattributed)", order_id)
     rej.add(blank(raw_column(f, "ordered_at")), "missing ordered_at", order_id)
-    rej.add(bad_date, "unparseable or implausible ordered_at", raw_column(f, "ordered_at"))
+    rej.add(bad_date, "unparseable or implausible ordered_at", quoted(raw, "ordered_at"))
     rej.add(blank(raw_column(f, "revenue")), "missing revenue", order_id)
-    rej.add(bad_rev, "revenue is not a number", raw_column(f, "revenue"))
+    rej.add(bad_rev, "revenue is not a number", quoted(raw, "revenue"))
     rej.add(
         _b(revenue < 0) & ~cancelled & _b(refunded.fillna(0) <= 0),
         "negative revenue that is not a refund or cancellation",
-        raw_column(f, "revenue"),
+        quoted(raw, "revenue"),
     )
-    rej.add(_b(revenue.abs() > 1e9), "revenue implausibly large", raw_column(f, "revenue"))
+    rej.add(_b(revenue.abs() > 1e9), "revenue implausibly large", quoted(raw, "revenue"))
     rej.add(bad_disc | bad_ref | bad_cost, "discount, refunded or cost is not a number", order_id)
 
     # Duplicate order ids: identical rows are harmless repeats; differing ones are ambiguous.

@@ -171,17 +171,22 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
 
     # A deferred table can be read on a second thread while the one before it is typed (the
     # reader lets go of the GIL for most of it); the others are read when taken.
-    ahead: dict[str, Future[tuple[pd.DataFrame, InputFile, pd.DataFrame, PreparedLines | None]]] = {}
+    ahead: dict[str, Future[tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]]] = {}
     prepared: dict[str, PreparedLines] = {}
+
+    def read_deferred(name: str) -> tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]:
+        frame, info, aside, text = source.deferred.pop(name)()
+        return RawTable(name, frame, text), info, aside, None
 
     def read_ahead(name: str) -> None:
         reader = source.deferred.pop(name)
 
-        def read() -> tuple[pd.DataFrame, InputFile, pd.DataFrame, PreparedLines | None]:
-            frame, info, aside = reader()
+        def read() -> tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]:
+            frame, info, aside, text = reader()
+            raw = RawTable(name, frame, text)
             # The lines typed as far as they go without the orders, on this thread as well.
-            ready = prepare_lines(RawTable(name, frame), own=True) if name == "order_lines" else None
-            return frame, info, aside, ready
+            ready = prepare_lines(raw, own=True) if name == "order_lines" else None
+            return raw, info, aside, ready
 
         ahead[name] = background.start(read, name="juno-read")
 
@@ -189,14 +194,12 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         read_ahead("orders")  # while the customers are typed
 
     def take(name: str) -> RawTable | None:
-        reader = ahead.pop(name).result if name in ahead else source.deferred.pop(name, None)
-        if reader is not None:  # read only now, while no other table's raw cells are held
-            frame, info, aside, *ready = reader()
-            raw = RawTable(name, frame)
-            if ready and ready[0] is not None:
-                prepared[name] = ready[0]
+        if name in ahead or name in source.deferred:  # read only now, while no other table's raw cells are held
+            raw, info, aside, ready = ahead.pop(name).result() if name in ahead else read_deferred(name)
+            if ready is not None:
+                prepared[name] = ready
             files.append(info)
-            rows_read[name] = len(frame) + len(aside)
+            rows_read[name] = len(raw.frame) + len(aside)
             if len(aside):
                 rejected_parts.append(aside)
             _require(raw, _file_of(raw, files))

@@ -764,7 +764,7 @@ def test_reader_keeps_used_columns_and_their_values(tmp_path: Path) -> None:
             frame.to_csv(path, index=False)
         else:
             frame.to_parquet(path, index=False)
-        raw, info, _ = read_table_file(path, "orders")
+        raw, info, _, _ = read_table_file(path, "orders")
         assert list(raw.columns) == ["order_id", "customer_id", "ordered_at", "revenue", FILE_COL, LINE_COL]
         assert raw["order_id"].tolist() == ["O1", "O2"]
         assert raw[FILE_COL].astype(str).tolist() == [path.name] * 2
@@ -960,3 +960,94 @@ def test_number_columns_converted_as_pyarrow_converts_them() -> None:
         pd.testing.assert_frame_equal(got, want, check_exact=True)
         for name in got.columns:
             assert got[name].dtype == want[name].dtype
+
+
+# One odd cell in an otherwise plain column of a CSV store: Arrow converts some of these (the
+# column is then read typed) and refuses others (read as text); validation must end the same.
+_ODD_CELLS = {
+    "revenue": [" 12 ", "+5", "1e3", ".5", "5.", "inf", "-Infinity", "-0", "-0.0", "NA", "NULL", "",
+                "12.3456789012345", "$5", '"1,234"', "x", "-3", "2000000000"],
+    "cost": ["inf", "-0", " 4", "1E-2", "n/a", "x"],
+    "ordered_at": ["2025-01-03", "2025-01-03T10:00:00", "2025-02-10T10:00:00+02:00", "2025-02-10T10:00:00Z",
+                   "2025-02-10 10:00:00.5+00:00", "2025-02-10T10:00+0100", "1990-01-01T00:00:00+00:00",
+                   "1990-01-01", "2025-02-30T00:00:00+00:00", "1500-01-01T00:00:00+00:00", "x", ""],
+    "cancelled_at": ["2025-03-01T00:00:00+00:00", "2025-03-01", "x"],
+    "quantity": ["2.5", "-0", "inf", " 3 ", "x"],
+    "created_at": ["2024-01-01", "1980-01-01T00:00:00+00:00", "x"],
+}  # fmt: skip
+
+
+def _store_with_odd_cell(folder: Path, column: str, cell: str, plain_dates: str) -> None:
+    """Six orders (with lines and customers) whose `column` is plain but for one `cell`.
+    `plain_dates`: the other date cells with a UTC offset ('offset') or without ('naive')."""
+    def at(day: int) -> str:
+        return f"2025-01-{day:02d}T08:30:00+00:00" if plain_dates == "offset" else f"2025-01-{day:02d} 08:30:00"
+
+    orders = {
+        "order_id": [f"O{i}" for i in range(6)], "customer_id": ["C1", "C2", "C1", "C3", "C2", "C1"],
+        "ordered_at": [at(d) for d in (2, 3, 5, 8, 13, 21)], "revenue": ["40", "25.5", "12.00", "7", "99.99", "3"],
+        "discount": ["0", "5", "0", "1.5", "0", "0"], "refunded": ["0", "0", "12.00", "0", "0", "0"],
+        "cost": ["10", "8.25", "4", "2", "30", "1"], "cancelled_at": ["", "", "", at(9), "", ""],
+    }  # fmt: skip
+    lines = {
+        "order_id": [f"O{i}" for i in range(6)], "sku": ["A"] * 6, "category": ["Tea"] * 6,
+        "quantity": ["1", "2", "1", "3", "1", "1"], "price": ["40", "12.75", "12", "2.3333", "99.99", "3"],
+    }  # fmt: skip
+    customers = {"customer_id": ["C1", "C2", "C3"], "created_at": [at(1), at(1), at(2)]}
+    for table in (orders, lines, customers):
+        if column in table:
+            table[column][2] = cell
+    folder.mkdir(parents=True)
+    for name, table in (("orders", orders), ("order_lines", lines), ("customers", customers)):
+        rows = [",".join(table)] + [",".join(r) for r in zip(*table.values(), strict=True)]
+        (folder / f"{name}.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize("column", list(_ODD_CELLS))
+def test_typed_csv_reads_validate_as_the_text_does(tmp_path: Path, column: str) -> None:
+    """`juno run` reads a CSV file's number and date-time columns typed where Arrow converts
+    every cell, as text otherwise: the Store validation makes is the one the text gives, down to
+    the rejected rows quoting the cells as the file wrote them."""
+    for i, (cell, dates) in enumerate(itertools.product(_ODD_CELLS[column], ("offset", "naive"))):
+        folder = tmp_path / f"s{i}"
+        _store_with_odd_cell(folder, column, cell, dates)
+        try:
+            text = validate(read_store(folder, None, None), Config())
+        except InputError as exc:
+            with pytest.raises(InputError) as late_exc:
+                validate(read_store(folder, None, None, defer=True), Config(), consume=True)
+            assert str(late_exc.value) == str(exc)
+            continue
+        typed = validate(read_store(folder, None, None, defer=True), Config(), consume=True)
+        text.compact()
+        typed.compact()
+        _assert_same_store(text, typed)
+        for name in ("orders", "lines"):  # -0.0 equals +0.0 in the comparison above: the signs too
+            a, b = getattr(text, name), getattr(typed, name)
+            for col in a.columns[[a[c].dtype.kind == "f" for c in a.columns]]:
+                assert np.array_equal(np.signbit(a[col].to_numpy()), np.signbit(b[col].to_numpy())), (cell, col)
+
+
+def test_clean_csv_columns_are_read_typed_and_quoted_from_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "s"
+    _store_with_odd_cell(folder, "ordered_at", "1990-01-01T00:00:00+00:00", "offset")
+    frame, _, _, text = read_table_file(folder / "orders.csv", "orders", coded=True)
+    assert frame["revenue"].dtype == np.float64 and frame["cost"].dtype == np.float64
+    assert str(frame["ordered_at"].dtype) == "datetime64[ns, UTC]"
+    assert set(text) == {"revenue", "discount", "refunded", "cost", "ordered_at", "cancelled_at"}
+    assert text["ordered_at"]().tolist()[2] == "1990-01-01T00:00:00+00:00"
+    # Read without types (validation's own eager read), every column is text.
+    eager, _, _, none = read_table_file(folder / "orders.csv", "orders")
+    assert none == {} and eager["revenue"].dtype == "string"
+    store = validate(read_store(folder, None, None, defer=True), Config(), consume=True)
+    orders_rejected = store.rejected[store.rejected["table"] == "orders"]
+    assert orders_rejected["detail"].tolist() == ["1990-01-01T00:00:00+00:00"]
+    # A cell Arrow refuses, a '-0' and dates without offsets: those columns only fall back.
+    odd_cells = (("revenue", "$5", "string"), ("cost", "-0", "string"), ("ordered_at", "2025-01-03", "datetime64[ns]"))
+    for column, cell, want in odd_cells:
+        odd = tmp_path / f"odd_{column}"
+        _store_with_odd_cell(odd, column, cell, "naive")
+        frame, _, _, text = read_table_file(odd / "orders.csv", "orders", coded=True)
+        assert str(frame[column].dtype) == want, column
+        assert (column in text) == (want != "string")
+        assert frame["discount"].dtype == np.float64

@@ -84,11 +84,11 @@ def test_a_legacy_byte_in_a_column_nothing_reads_still_makes_the_file_latin1(tmp
     rows = "".join(f"O{i},C{i},2025-01-01,10,web\n" for i in range(50_000))  # past the sniffed head
     utf8 = (head + "O0x,Zo\u00eb,2025-01-01,10,web\n" + rows).encode("utf-8")
     (tmp_path / "orders.csv").write_bytes(utf8 + "O9,C9,2025-01-01,10,caf\u00e9\n".encode("utf-8"))
-    frame, _, _ = read_table_file(tmp_path / "orders.csv", "orders")
+    frame, _, _, _ = read_table_file(tmp_path / "orders.csv", "orders")
     assert "channel" not in frame.columns
     assert frame["customer_id"].iloc[0] == "Zo\u00eb"
     (tmp_path / "orders.csv").write_bytes(utf8 + "O9,C9,2025-01-01,10,caf\u00e9\n".encode("latin-1"))
-    frame, info, _ = read_table_file(tmp_path / "orders.csv", "orders")
+    frame, info, _, _ = read_table_file(tmp_path / "orders.csv", "orders")
     assert frame["customer_id"].iloc[0] == "Zo\u00c3\u00ab"  # the UTF-8 bytes of e-umlaut, read as Latin-1
     assert info.sha256 == hashlib.sha256((tmp_path / "orders.csv").read_bytes()).hexdigest()
     assert read_generic(tmp_path).tables["orders"].frame["customer_id"].iloc[0] == "Zo\u00c3\u00ab"

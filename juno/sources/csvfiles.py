@@ -1,23 +1,27 @@
-"""Reading delimited text exports: delimiter and encoding sniffing, every used column as text,
-rows with the wrong field count set aside, and the one pass that hashes a file and checks it is
-UTF-8. The generic contract reads its CSV files through it; every source fingerprints its input
-files with `sha256_file`."""
+"""Reading delimited text exports: delimiter and encoding sniffing, every used column as text
+(for `juno run`, number and date-time columns typed where every cell allows), rows with the wrong
+field count set aside, and the one pass that hashes a file and checks it is UTF-8. The generic
+contract reads its CSV files through it; every source fingerprints its input files with
+`sha256_file`."""
 
 from __future__ import annotations
 
 import codecs
 import hashlib
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from juno.errors import InputError
-from juno.sources.base import coded_columns, projection
+from juno.sources.base import READ_AS_DATETIME, READ_AS_NUMBER, coded_columns, normalise_name, projection
 
 if TYPE_CHECKING:
     from sys import UnraisableHookArgs
@@ -163,31 +167,32 @@ def header_names(path: Path, delim: str, encoding: str, block: int) -> list[str]
 
 
 def _read_csv(
-    path: Path, delim: str, encoding: str, block: int, bad: list[BadRow], threads: bool, table: str, coded: bool
+    path: Path,
+    names: list[str],
+    delim: str,
+    encoding: str,
+    block: int,
+    bad: list[BadRow],
+    threads: bool,
+    table: str,
+    coded: bool,
+    typed: dict[str, pa.DataType],
 ) -> pa.Table:
     """The file's columns as strings, only those anything reads from a contract `table` (the rest
     are parsed for their field counts but never turned into strings: a million order lines' product
     names are 250 MB); every column when a required one is missing, for the error to list.
-    `coded`: the table's FEW_DISTINCT columns as dictionaries of strings (one code per row)."""
+    `coded`: the table's FEW_DISTINCT columns as dictionaries of strings (one code per row).
+    `typed`: header names read as these types instead (see `read_csv_strings`)."""
     def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, row.actual_columns, row.expected_columns, row.text))
         return "skip"
 
-    names = header_names(path, delim, encoding, block)
     keep = projection(names, table)
     include = [names[i] for i in keep] if keep is not None and len(keep) < len(names) else []
     types = dict.fromkeys(include or names, pa.large_string())
     if coded and keep is not None:
         types.update(dict.fromkeys(coded_columns([names[i] for i in keep], table), _CODED))
-    import os
-    if os.environ.get('PROTO'):
-        from juno.sources.base import normalise_name
-        for n in list(types):
-            nn = normalise_name(n)
-            if nn in ('revenue','discount','refunded','cost','quantity','price','line_discount'):
-                types[n] = pa.float64()
-            if nn in ('ordered_at','cancelled_at','created_at') and os.environ.get('PROTO') == '2':
-                types[n] = pa.timestamp('s', 'UTC')
+    types.update(typed)
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
@@ -204,36 +209,115 @@ def _read_csv(
     )
 
 
+def _column_text(path: Path, name: str, delim: str, encoding: str, block: int) -> pa.ChunkedArray:
+    """One column's cells as text, as `_read_csv` reads text (the same rows set aside)."""
+    return pacsv.read_csv(
+        path,
+        read_options=pacsv.ReadOptions(encoding=encoding, block_size=block),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delim, newlines_in_values=True, invalid_row_handler=lambda r: "skip"
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.large_string()},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=False,
+            include_columns=[name],
+        ),
+    ).column(0)
+
+
+# What a column named in READ_AS_NUMBER / READ_AS_DATETIME is first read as, then, should a cell
+# not convert, the next; text after the last. Arrow's readings agree with validation's of the
+# text (juno.parse) wherever Arrow accepts a cell: decimals (spaces around them, a sign, an
+# exponent), NULL/NA/NaN and the like as missing, date-times with a UTC offset (converted to
+# UTC), and, in a column without offsets, as UTC. Cells validation would reject (a thousands
+# separator, a currency sign, Feb 30, a date before 1677) fail the conversion, and the column is
+# read as text. What they differ on is caught after the read: 'inf', which validation finds is
+# not a number (juno.parse.parse_number makes it so for any typed column) and '-0', which it
+# reads as +0 in a column of whole numbers (read as text then).
+_NUMBER_TYPES = (pa.float64(),)
+_DATETIME_TYPES = (pa.timestamp("ns", "UTC"), pa.timestamp("ns"))
+_CONVERSION = re.compile(r"^In CSV column #(\d+): .*CSV conversion error")
+
+
+def _typed_candidates(names: list[str], table: str) -> dict[str, tuple[pa.DataType, ...]]:
+    numbers = READ_AS_NUMBER.get(table, frozenset())
+    dates = READ_AS_DATETIME.get(table, frozenset())
+    out: dict[str, tuple[pa.DataType, ...]] = {}
+    for name in names:
+        norm = normalise_name(name)
+        if norm in numbers:
+            out[name] = _NUMBER_TYPES
+        elif norm in dates:
+            out[name] = _DATETIME_TYPES
+    return out
+
+
+def _has_negative_zero(column: pa.ChunkedArray) -> bool:
+    for chunk in column.chunks:
+        if len(chunk) == 0:
+            continue
+        values = np.frombuffer(chunk.buffers()[1], dtype=np.float64)[chunk.offset : chunk.offset + len(chunk)]
+        if ((values == 0) & np.signbit(values)).any():
+            return True
+    return False
+
+
 _CODED = pa.dictionary(pa.int32(), pa.large_string())
 
 
 def read_csv_strings(
-    path: Path, table: str, utf8: Callable[[], bool], coded: bool = False
-) -> tuple[pa.Table, list[BadRow]]:
+    path: Path, table: str, utf8: Callable[[], bool], coded: bool = False, typed: bool = False
+) -> tuple[pa.Table, list[BadRow], dict[str, Callable[[], pa.ChunkedArray]]]:
     """Every used column as string: typing happens in validation, where bad cells become rejects.
 
     Rows whose field count differs from the header's are set aside (returned, for rejection).
     `utf8`: whether the whole file is valid UTF-8 (see `digest_file`). Only the columns anything
     reads are converted, so this is what reads a file with a non-UTF-8 byte anywhere as Latin-1,
     as a read of every column would.
+
+    `typed`: the table's READ_AS_NUMBER and READ_AS_DATETIME columns come as float64 and
+    nanosecond timestamps where every cell converts (see `_NUMBER_TYPES`), each other one as text.
+    A failed conversion costs a read: messy exports take longer, clean ones hold a third less and
+    skip validation's text checks. The third item gives each typed column's text, read again from
+    the file (header names as keys).
     """
     delim, encoding = sniff(path)
     size = path.stat().st_size
     block = BLOCK
+    candidates: dict[str, tuple[pa.DataType, ...]] | None = None
     while True:
         bad: list[BadRow] = []
         try:
             with quiet_undecodable_rows():
-                arrow = _read_csv(path, delim, encoding, block, bad, True, table, coded)
+                names = header_names(path, delim, encoding, block)
+                if candidates is None:
+                    candidates = _typed_candidates(names, table) if typed else {}
+                types = {n: c[0] for n, c in candidates.items() if c}
+                arrow = _read_csv(path, names, delim, encoding, block, bad, True, table, coded, types)
                 if encoding == "utf-8" and not utf8():
                     encoding = "latin-1"  # a legacy byte in a column not converted
                     continue
+                signed_zero = [
+                    n for n, t in types.items() if pa.types.is_float64(t) and _has_negative_zero(arrow.column(n))
+                ]
+                if signed_zero:
+                    candidates.update(dict.fromkeys(signed_zero, ()))
+                    continue
                 if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
                     bad = []
-                    arrow = _read_csv(path, delim, encoding, block, bad, False, table, coded)
-            return arrow, bad
+                    arrow = _read_csv(path, names, delim, encoding, block, bad, False, table, coded, types)
+            text: dict[str, Callable[[], pa.ChunkedArray]] = {
+                n: partial(_column_text, path, n, delim, encoding, block) for n in types
+            }
+            return arrow, bad, text
         except pa.ArrowInvalid as exc:
             msg = str(exc).splitlines()[0]
+            failed = _CONVERSION.match(msg)
+            name = names[int(failed.group(1))] if failed and int(failed.group(1)) < len(names) else None
+            if candidates and name in candidates:
+                candidates[name] = candidates[name][1:]  # the next type, or text
+                continue
             too_long = "straddl" in msg or "out of sync" in msg or "Empty CSV file" in msg
             if too_long and block <= size:
                 # A cell or header line longer than a block: read the file as one block.

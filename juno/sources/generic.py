@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -183,22 +183,25 @@ def _is_text(path: Path) -> bool:
 
 def read_table_file(
     path: Path, table: str, digest: Future[tuple[str, bool]] | None = None, coded: bool = False
-) -> tuple[pd.DataFrame, InputFile, pd.DataFrame]:
-    """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS).
+) -> tuple[pd.DataFrame, InputFile, pd.DataFrame, dict[str, Callable[[], pd.Series]]]:
+    """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS, the text of the
+    columns read typed from a CSV file: `RawTable.text`).
 
     `digest`: `digest_file` of the file being taken elsewhere meanwhile (otherwise taken here).
-    `coded`: the table's FEW_DISTINCT text columns come as categoricals (see `FEW_DISTINCT`)."""
+    `coded`: the table's FEW_DISTINCT text columns come as categoricals (see `FEW_DISTINCT`), and
+    a CSV file's number and date-time columns typed where they allow (see `read_csv_strings`)."""
     is_parquet = not _is_text(path)
     if path.stat().st_size == 0:
         raise InputError("the file is empty", file=str(path), expected="a header and data rows")
     bad: list[BadRow] = []
+    text: dict[str, Callable[[], pa.ChunkedArray]] = {}
     if digest is None:
         digest = Future()
         digest.set_result(digest_file(path, text=not is_parquet))
     if is_parquet:
         arrow = read_parquet(path, table, coded)
     else:
-        arrow, bad = read_csv_strings(path, table, lambda: digest.result()[1], coded)
+        arrow, bad, text = read_csv_strings(path, table, lambda: digest.result()[1], coded, typed=coded)
     if bad and arrow.num_rows == 0:
         raise InputError(
             "no row has as many fields as the header (wrong delimiter, or unquoted delimiters in cells?)",
@@ -229,7 +232,11 @@ def read_table_file(
         rows=len(frame) + len(bad),
         format="parquet" if is_parquet else "csv",
     )
-    return frame, info, rejected
+    return frame, info, rejected, {normalise_name(n): partial(_text_series, read) for n, read in text.items()}
+
+
+def _text_series(read: Callable[[], pa.ChunkedArray]) -> pd.Series:
+    return read().to_pandas(types_mapper=_types_mapper)  # type: ignore[no-any-return]
 
 
 def _complete_header(path: Path, table: str) -> bool:
@@ -289,7 +296,7 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
                 if not _is_text(path):
                     typed_files.add(name)
                 continue
-            frame, info, rejected = read_table_file(path, name, digests[name])
+            frame, info, rejected, _ = read_table_file(path, name, digests[name])  # text only: no typed columns
             tables[name] = RawTable(name, frame)
             files.append(info)
             if len(rejected):
