@@ -185,9 +185,14 @@ def _top_categories(
         unsure = np.ones(n, dtype=bool)
     if unsure.any():
         if dense:
-            c, k = np.divmod(key, n_cat)
-        sel = unsure[c]
-        lc = pd.DataFrame({"c": c[sel], "cat": k[sel], "v": v[sel]})
+            # The close calls' lines by their cells (a few customers' worth: dividing every
+            # line's key back into customer and category took ~0.3 s at a million customers).
+            sel = np.repeat(unsure, n_cat)[key]
+            c, k = np.divmod(key[sel], n_cat)
+            lc = pd.DataFrame({"c": c, "cat": k, "v": v[sel]})
+        else:
+            sel = unsure[c]
+            lc = pd.DataFrame({"c": c[sel], "cat": k[sel], "v": v[sel]})
         per = lc.groupby(["c", "cat"], sort=True)["v"].sum().reset_index()
         exact = per.sort_values(["c", "v", "cat"], ascending=[True, False, True], kind="stable")
         exact = exact.drop_duplicates("c")
