@@ -221,3 +221,44 @@ def test_every_order_rejected_is_fatal(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         load(tmp_path, Config())
     assert "no usable orders" in str(e.value)
+
+
+def test_digest_tells_whether_a_file_holds_a_quote(tmp_path: Path) -> None:
+    from juno.sources.csvfiles import digest_file
+
+    plain = tmp_path / "plain.csv"
+    plain.write_bytes(b"a,b\n1,2\n" * 300_000)  # several of the digest's 1 MiB chunks
+    quoted = tmp_path / "quoted.csv"
+    quoted.write_bytes(b"a,b\n1,2\n" * 300_000 + b'3,"x\ny"\n')
+    legacy = tmp_path / "legacy.csv"  # not UTF-8 from its first chunk, a quote in its last
+    legacy.write_bytes(b"a,b\n1,caf\xe9\n" + b"1,2\n" * 300_000 + b'3,"x"\n')
+    assert digest_file(plain, text=True).quote_free
+    assert not digest_file(quoted, text=True).quote_free
+    d = digest_file(legacy, text=True)
+    assert not d.utf8 and not d.quote_free
+    assert digest_file(plain, text=True).sha256 == digest_file(plain, text=False).sha256
+
+
+def test_quote_free_files_read_the_same_with_the_faster_split(tmp_path: Path) -> None:
+    """Without a quote no cell holds a line break: the reader's split at every line break gives
+    the same rows, cells and set-aside rows (with their line numbers) as the quote-aware one."""
+    from juno.sources.csvfiles import digest_file, read_csv_strings
+
+    rows = ["order_id,customer_id,ordered_at,revenue,channel"]
+    for i in range(120_000):  # past one 1 MiB block
+        if i % 9_973 == 0:
+            rows.append(f"O{i},C{i},2025-01-01")  # too few fields: set aside
+        elif i % 7_919 == 0:
+            rows.append("")  # an empty line
+        else:
+            rows.append(f"O{i},C{i % 50},2025-01-{1 + i % 28:02d}T10:00:00+00:00,{i % 97}.5,web")
+    path = tmp_path / "orders.csv"
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    assert digest_file(path, text=True).quote_free
+    for typed in (False, True):
+        slow = read_csv_strings(path, "orders", lambda: True, coded=True, typed=typed)
+        fast = read_csv_strings(path, "orders", lambda: True, coded=True, typed=typed, quote_free=lambda: True)
+        assert slow[0].equals(fast[0]) and slow[1] == fast[1] and len(slow[1]) == 13
+        assert slow[2].keys() == fast[2].keys()
+        for name in slow[2]:
+            assert slow[2][name]().equals(fast[2][name]())

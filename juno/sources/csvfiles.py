@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -30,19 +30,34 @@ MAX_COLUMNS = 10_000
 
 
 def sha256_file(path: Path) -> str:
-    return digest_file(path, text=False)[0]
+    return digest_file(path, text=False).sha256
 
 
-def digest_file(path: Path, text: bool) -> tuple[str, bool]:
-    """(sha256, whether every byte is valid UTF-8) in one pass; for a `text` file only, the
-    second is True otherwise. The reader converts only the columns it keeps, so this pass is what
-    notices a legacy (Latin-1) byte in a column nothing reads: the file's encoding is the whole
-    file's."""
+def holds_quote(path: Path) -> bool:
+    """Whether the file holds a '"' anywhere (a read from the start up to the first one)."""
+    with path.open("rb") as f:
+        return any(b'"' in chunk for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+class Digest(NamedTuple):
+    sha256: str
+    utf8: bool  # every byte valid UTF-8 (True for a file not read as text)
+    quote_free: bool  # no '"' anywhere: no cell is quoted, so none holds a line break
+
+
+def digest_file(path: Path, text: bool) -> Digest:
+    """The file's sha256, whether every byte is valid UTF-8 and whether it holds no quote, in
+    one pass; for a `text` file only, the last two are True otherwise. The reader converts only
+    the columns it keeps, so this pass is what notices a legacy (Latin-1) byte in a column
+    nothing reads: the file's encoding is the whole file's."""
     h = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")() if text else None
+    quote_free, scan = True, text
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+            if scan and quote_free:
+                quote_free = b'"' not in chunk
             if decoder is not None:
                 try:
                     decoder.decode(chunk)
@@ -54,7 +69,7 @@ def digest_file(path: Path, text: bool) -> tuple[str, bool]:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             text = False
-    return h.hexdigest(), text
+    return Digest(h.hexdigest(), text, quote_free)
 
 
 def sniff(path: Path) -> tuple[str, str]:
@@ -177,12 +192,15 @@ def _read_csv(
     table: str,
     coded: bool,
     typed: dict[str, pa.DataType],
+    newlines: bool = True,
 ) -> pa.Table:
     """The file's columns as strings, only those anything reads from a contract `table` (the rest
     are parsed for their field counts but never turned into strings: a million order lines' product
     names are 250 MB); every column when a required one is missing, for the error to list.
     `coded`: the table's FEW_DISTINCT columns as dictionaries of strings (one code per row).
-    `typed`: header names read as these types instead (see `read_csv_strings`)."""
+    `typed`: header names read as these types instead (see `read_csv_strings`).
+    `newlines`: whether a quoted cell may hold a line break (False: the reader splits the file
+    into blocks at any line break, a faster pass; only for a file without quotes)."""
     def on_invalid(row: pacsv.InvalidRow) -> str:
         bad.append((row.number, row.actual_columns, row.expected_columns, row.text))
         return "skip"
@@ -197,7 +215,7 @@ def _read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
         parse_options=pacsv.ParseOptions(
-            delimiter=delim, newlines_in_values=True, invalid_row_handler=on_invalid
+            delimiter=delim, newlines_in_values=newlines, invalid_row_handler=on_invalid
         ),
         convert_options=pacsv.ConvertOptions(
             # 64-bit offsets, as pandas holds strings: no conversion copy of every text column.
@@ -209,13 +227,13 @@ def _read_csv(
     )
 
 
-def _column_text(path: Path, name: str, delim: str, encoding: str, block: int) -> pa.ChunkedArray:
+def _column_text(path: Path, name: str, delim: str, encoding: str, block: int, newlines: bool) -> pa.ChunkedArray:
     """One column's cells as text, as `_read_csv` reads text (the same rows set aside)."""
     return pacsv.read_csv(
         path,
         read_options=pacsv.ReadOptions(encoding=encoding, block_size=block),
         parse_options=pacsv.ParseOptions(
-            delimiter=delim, newlines_in_values=True, invalid_row_handler=lambda r: "skip"
+            delimiter=delim, newlines_in_values=newlines, invalid_row_handler=lambda r: "skip"
         ),
         convert_options=pacsv.ConvertOptions(
             column_types={name: pa.large_string()},
@@ -267,7 +285,12 @@ _CODED = pa.dictionary(pa.int32(), pa.large_string())
 
 
 def read_csv_strings(
-    path: Path, table: str, utf8: Callable[[], bool], coded: bool = False, typed: bool = False
+    path: Path,
+    table: str,
+    utf8: Callable[[], bool],
+    coded: bool = False,
+    typed: bool = False,
+    quote_free: Callable[[], bool] | None = None,
 ) -> tuple[pa.Table, list[BadRow], dict[str, Callable[[], pa.ChunkedArray]]]:
     """Every used column as string: typing happens in validation, where bad cells become rejects.
 
@@ -281,7 +304,12 @@ def read_csv_strings(
     A failed conversion costs a read: messy exports take longer, clean ones hold a third less and
     skip validation's text checks. The third item gives each typed column's text, read again from
     the file (header names as keys).
+
+    `quote_free`: True when the file is known to hold no quote (`Digest.quote_free`; False when
+    not known yet): no cell can then hold a line break, and the reader's faster split is used
+    (~0.15 s on a million customers' order lines). Same rows and cells either way.
     """
+    newlines = not (quote_free is not None and quote_free())
     delim, encoding = sniff(path)
     size = path.stat().st_size
     block = BLOCK
@@ -294,7 +322,7 @@ def read_csv_strings(
                 if candidates is None:
                     candidates = _typed_candidates(names, table) if typed else {}
                 types = {n: c[0] for n, c in candidates.items() if c}
-                arrow = _read_csv(path, names, delim, encoding, block, bad, True, table, coded, types)
+                arrow = _read_csv(path, names, delim, encoding, block, bad, True, table, coded, types, newlines)
                 if encoding == "utf-8" and not utf8():
                     encoding = "latin-1"  # a legacy byte in a column not converted
                     continue
@@ -306,9 +334,9 @@ def read_csv_strings(
                     continue
                 if any(b[0] is None for b in bad):  # line numbers are only known single-threaded
                     bad = []
-                    arrow = _read_csv(path, names, delim, encoding, block, bad, False, table, coded, types)
+                    arrow = _read_csv(path, names, delim, encoding, block, bad, False, table, coded, types, newlines)
             text: dict[str, Callable[[], pa.ChunkedArray]] = {
-                n: partial(_column_text, path, n, delim, encoding, block) for n in types
+                n: partial(_column_text, path, n, delim, encoding, block, newlines) for n in types
             }
             return arrow, bad, text
         except pa.ArrowInvalid as exc:

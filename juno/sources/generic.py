@@ -32,8 +32,10 @@ from juno.sources.csvfiles import (
     BLOCK,
     WRONG_FIELDS,
     BadRow,
+    Digest,
     digest_file,
     header_names,
+    holds_quote,
     quiet_undecodable_rows,
     read_csv_strings,
     sniff,
@@ -182,7 +184,7 @@ def _is_text(path: Path) -> bool:
 
 
 def read_table_file(
-    path: Path, table: str, digest: Future[tuple[str, bool]] | None = None, coded: bool = False
+    path: Path, table: str, digest: Future[Digest] | None = None, coded: bool = False
 ) -> tuple[pd.DataFrame, InputFile, pd.DataFrame, dict[str, Callable[[], pd.Series]]]:
     """(raw frame, file info, rows set aside while reading as REJECTED_COLUMNS, the text of the
     columns read typed from a CSV file: `RawTable.text`).
@@ -201,7 +203,16 @@ def read_table_file(
     if is_parquet:
         arrow = read_parquet(path, table, coded)
     else:
-        arrow, bad, text = read_csv_strings(path, table, lambda: digest.result()[1], coded, typed=coded)
+        # Whether the file holds any quote: from its digest when that is taken by now (on another
+        # thread, in the order the tables are read), otherwise from a read up to the first quote.
+        arrow, bad, text = read_csv_strings(
+            path,
+            table,
+            lambda: digest.result().utf8,
+            coded,
+            typed=coded,
+            quote_free=lambda: digest.result().quote_free if digest.done() else not holds_quote(path),
+        )
     if bad and arrow.num_rows == 0:
         raise InputError(
             "no row has as many fields as the header (wrong delimiter, or unquoted delimiters in cells?)",
@@ -228,7 +239,7 @@ def read_table_file(
     info = InputFile(
         path=str(path),
         table=table,
-        sha256=digest.result()[0],
+        sha256=digest.result().sha256,
         rows=len(frame) + len(bad),
         format="parquet" if is_parquet else "csv",
     )
