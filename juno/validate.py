@@ -357,17 +357,7 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     def email_map() -> pd.Series:
         return email_lookup(sorted_customers)
 
-    # ---- lines ----
-    lines = None
-    line_order_rows = None
-    lines_raw = take("order_lines")
-    if lines_raw is not None:
-        lines, rej, line_order_rows = lines_table(
-            prepared.pop("order_lines", lines_raw), orders, own=consume or "order_lines" in deferred
-        )
-        rejected_parts.append(rej)
-    del lines_raw
-
+    # ---- support tickets and subscriptions (small), while the lines are read on a second thread ----
     tickets = None
     tickets_raw = take("support_tickets")
     if tickets_raw is not None:
@@ -381,6 +371,17 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         subs, rej = subscriptions_table(subs_raw, known)
         rejected_parts.append(rej)
     del subs_raw
+
+    # ---- lines ----
+    lines = None
+    line_order_rows = None
+    lines_raw = take("order_lines")
+    if lines_raw is not None:
+        lines, rej, line_order_rows = lines_table(
+            prepared.pop("order_lines", lines_raw), orders, own=consume or "order_lines" in deferred
+        )
+        rejected_parts.append(rej)
+    del lines_raw
 
     if deferred:  # files and counts in table order, as when every table is read up front
         files.sort(key=lambda fi: TABLES.index(fi.table))

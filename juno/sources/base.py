@@ -14,8 +14,9 @@ import pandas as pd
 
 TABLES = ("orders", "order_lines", "customers", "support_tickets", "subscriptions")
 # The order validation takes the tables in (customers first: an order may name its customer by
-# email alone), which is when a deferred table is read.
-TAKEN_IN_ORDER = ("customers", "orders", "order_lines", "support_tickets", "subscriptions")
+# email alone; the small tables while the order lines are read), which is when a deferred table
+# is read.
+TAKEN_IN_ORDER = ("customers", "orders", "support_tickets", "subscriptions", "order_lines")
 
 # Columns every raw frame carries besides the contract columns: where the row came from.
 FILE_COL = "_file"
