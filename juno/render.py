@@ -373,15 +373,25 @@ def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
     return np.isin(first, np.frombuffer(chars, dtype=np.uint8))
 
 
+_TABLE_FROM = 8 << 20  # bytes of text
+
+
 def _holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
     """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
     if len(a) == 0:
         return np.zeros(0, dtype=bool)
     offsets, data = string_buffers(a)
     body = data[offsets[0] : offsets[-1]]
-    hit = body == chars[0]
-    for ch in chars[1:]:
-        hit |= body == ch
+    if len(chars) > 1 and len(body) >= _TABLE_FROM:
+        # One lookup per byte in a table of the bytes sought: half the time of a comparison
+        # per byte sought and their ORs, once the text is larger than the CPU's caches.
+        table = np.zeros(256, dtype=bool)
+        table[np.frombuffer(chars, dtype=np.uint8)] = True
+        hit = table[body]
+    else:
+        hit = body == chars[0]
+        for ch in chars[1:]:
+            hit |= body == ch
     out = np.zeros(len(a), dtype=bool)
     at = np.flatnonzero(hit)
     if len(at):

@@ -665,3 +665,24 @@ def test_run_writes_the_same_customers_with_cells_made_ahead(tmp_path: Path, mon
     result = run(EXAMPLE_STORE, tmp_path / "out", narrative="template")
     assert result.customers is not None and result.customers_ahead is None  # dropped once written
     assert (tmp_path / "out" / "customers.csv").read_bytes() == _reference_bytes(result.customers)
+
+
+def test_byte_table_finds_the_cells_the_comparisons_find(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_holds_byte` looks large texts up in a table of the bytes sought: the same cells as one
+    comparison per byte sought, on sliced arrays, empty cells and every special byte."""
+    import pyarrow as pa
+
+    import juno.render as render
+
+    rng = np.random.default_rng(5)
+    alphabet = np.array(list('ab,"\n\r=@é '), dtype=object)
+    cells = ["".join(rng.choice(alphabet, rng.integers(0, 6))) for _ in range(5_000)]
+    whole = pa.array(cells, pa.large_string())
+    for a in (whole, whole.slice(37, 3_000)):
+        for chars in (render._SPECIALS.encode("ascii"), b",", b'"\n'):
+            monkeypatch.setattr(render, "_TABLE_FROM", 1 << 62)
+            compared = render._holds_byte(a, chars)
+            monkeypatch.setattr(render, "_TABLE_FROM", 0)
+            looked_up = render._holds_byte(a, chars)
+            want = np.array([any(ch in (c or "") for ch in chars.decode()) for c in a.to_pylist()])
+            assert np.array_equal(compared, want) and np.array_equal(looked_up, want)
