@@ -262,3 +262,38 @@ def test_quote_free_files_read_the_same_with_the_faster_split(tmp_path: Path) ->
         assert slow[2].keys() == fast[2].keys()
         for name in slow[2]:
             assert slow[2][name]().equals(fast[2][name]())
+
+
+def test_gzipped_csv_tables_read_as_their_text(tmp_path: Path) -> None:
+    """`orders.csv.gz` and the like (README: data contract) are read as the CSV they hold: the
+    same outputs as the uncompressed store, the digest taken of the file as stored."""
+    import gzip
+    import shutil
+
+    from juno.pipeline import run
+
+    plain = tmp_path / "plain" / "store"  # the same folder name: the brief names the store
+    shutil.copytree(Path(__file__).parent.parent / "examples" / "store", plain)
+    packed = tmp_path / "packed" / "store"
+    packed.mkdir(parents=True)
+    for f in plain.iterdir():
+        if f.suffix == ".csv":
+            (packed / (f.name + ".gz")).write_bytes(gzip.compress(f.read_bytes()))
+        else:
+            shutil.copy(f, packed / f.name)
+    a = run(plain, tmp_path / "out_plain", narrative="template")
+    b = run(packed, tmp_path / "out_packed", narrative="template")
+    for name in ("customers.csv", "cohorts.csv", "brief.md", "cohorts.md"):
+        assert (tmp_path / "out_plain" / name).read_bytes() == (tmp_path / "out_packed" / name).read_bytes(), name
+    rejected = (tmp_path / "out_packed" / "rejected_rows.csv").read_text().replace(".csv.gz,", ".csv,")
+    assert rejected == (tmp_path / "out_plain" / "rejected_rows.csv").read_text()
+    assert a.store is not None and b.store is not None
+    for fa, fb in zip(a.store.files, b.store.files, strict=True):
+        assert fb.path.endswith(".gz") and fb.rows == fa.rows
+        assert fb.sha256 == hashlib.sha256(Path(fb.path).read_bytes()).hexdigest()
+
+
+def test_a_gz_file_that_is_not_gzip_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "orders.csv.gz").write_text("order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\n")
+    with pytest.raises(InputError, match="cannot be decompressed"):
+        validate(read_generic(tmp_path), Config())
