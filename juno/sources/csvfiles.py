@@ -55,7 +55,8 @@ class Digest(NamedTuple):
 
 def digest_file(path: Path, text: bool) -> Digest:
     """The file's sha256, whether every byte is valid UTF-8 and whether it holds no quote, in
-    one pass; for a `text` file only, the last two are True otherwise. The reader converts only
+    one pass (a `.gz` file's text in a second); for a `text` file only, the last two are True
+    otherwise. The reader converts only
     the columns it keeps, so this pass is what notices a legacy (Latin-1) byte in a column
     nothing reads: the file's encoding is the whole file's."""
     h = hashlib.sha256()
@@ -99,8 +100,10 @@ def sniff(path: Path) -> tuple[str, str]:
     try:
         with open_text(path) as f:
             head = f.read(64 * 1024)
-    except (OSError, EOFError) as exc:  # a .gz file that is not gzip
-        raise InputError(
+    except (OSError, EOFError) as exc:
+        if path.suffix.lower() != ".gz":
+            raise
+        raise InputError(  # a .gz file that is not gzip, or cut short
             f"the file cannot be decompressed: {exc}", file=str(path), expected="a gzip-compressed CSV file"
         ) from None
     if not head.strip():
