@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -56,37 +56,33 @@ class Digest(NamedTuple):
 def digest_file(path: Path, text: bool) -> Digest:
     """The file's sha256, whether every byte is valid UTF-8 and whether it holds no quote, in
     one pass (a `.gz` file's text in a second); for a `text` file only, the last two are True
-    otherwise. The reader converts only
-    the columns it keeps, so this pass is what notices a legacy (Latin-1) byte in a column
-    nothing reads: the file's encoding is the whole file's."""
+    otherwise. The reader converts only the columns it keeps, so this pass is what notices a
+    legacy (Latin-1) byte in a column nothing reads: the file's encoding is the whole file's."""
     h = hashlib.sha256()
     decoder = codecs.getincrementaldecoder("utf-8")() if text else None
     quote_free, scan = True, text
     compressed = text and path.suffix.lower() == ".gz"  # the checks read the text, a second pass
+
+    def check(chunk: bytes) -> None:
+        nonlocal quote_free, decoder, text
+        if scan and quote_free:
+            quote_free = b'"' not in chunk
+        if decoder is not None:
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError:
+                decoder = None
+                text = False
+
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-            if compressed:
-                continue
-            if scan and quote_free:
-                quote_free = b'"' not in chunk
-            if decoder is not None:
-                try:
-                    decoder.decode(chunk)
-                except UnicodeDecodeError:
-                    decoder = None
-                    text = False
+            if not compressed:
+                check(chunk)
     if compressed:
-        with open_text(path) as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                if quote_free:
-                    quote_free = b'"' not in chunk
-                if decoder is not None:
-                    try:
-                        decoder.decode(chunk)
-                    except UnicodeDecodeError:
-                        decoder = None
-                        text = False
+        with open_text(path) as g:
+            for chunk in iter(lambda: g.read(1 << 20), b""):
+                check(chunk)
     if decoder is not None:
         try:
             decoder.decode(b"", final=True)
@@ -241,37 +237,39 @@ def _read_csv(
     if coded and keep is not None:
         types.update(dict.fromkeys(coded_columns([names[i] for i in keep], table), _CODED))
     types.update(typed)
-    return pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
-        parse_options=pacsv.ParseOptions(
+    return pacsv.read_csv(path, **_options(delim, encoding, block, threads, newlines, on_invalid, types, include))
+
+
+def _options(
+    delim: str,
+    encoding: str,
+    block: int,
+    threads: bool,
+    newlines: bool,
+    on_invalid: Callable[[pacsv.InvalidRow], str],
+    types: dict[str, pa.DataType],
+    include: list[str],
+) -> dict[str, Any]:
+    """The reader's options for `_read_csv` and `_column_text`, which must set the same rows aside."""
+    return {
+        "read_options": pacsv.ReadOptions(encoding=encoding, block_size=block, use_threads=threads),
+        "parse_options": pacsv.ParseOptions(
             delimiter=delim, newlines_in_values=newlines, invalid_row_handler=on_invalid
         ),
-        convert_options=pacsv.ConvertOptions(
+        "convert_options": pacsv.ConvertOptions(
             # 64-bit offsets, as pandas holds strings: no conversion copy of every text column.
             column_types=types,
             strings_can_be_null=True,
             quoted_strings_can_be_null=False,
             include_columns=include,
         ),
-    )
+    }
 
 
 def _column_text(path: Path, name: str, delim: str, encoding: str, block: int, newlines: bool) -> pa.ChunkedArray:
     """One column's cells as text, as `_read_csv` reads text (the same rows set aside)."""
-    return pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(encoding=encoding, block_size=block),
-        parse_options=pacsv.ParseOptions(
-            delimiter=delim, newlines_in_values=newlines, invalid_row_handler=lambda r: "skip"
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.large_string()},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=False,
-            include_columns=[name],
-        ),
-    ).column(0)
+    options = _options(delim, encoding, block, True, newlines, lambda r: "skip", {name: pa.large_string()}, [name])
+    return pacsv.read_csv(path, **options).column(0)
 
 
 # What a column named in READ_AS_NUMBER / READ_AS_DATETIME is first read as, then, should a cell
