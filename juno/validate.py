@@ -25,6 +25,7 @@ from juno.sources.base import (
     InputFile,
     RawTable,
     SourceResult,
+    TableReader,
 )
 from juno.tables import (
     PreparedLines,
@@ -174,28 +175,27 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     ahead: dict[str, Future[tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]]] = {}
     prepared: dict[str, PreparedLines] = {}
 
-    def read_deferred(name: str) -> tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]:
-        frame, info, aside, text = source.deferred.pop(name)()
-        return RawTable(name, frame, text), info, aside, None
+    def read(
+        name: str, reader: TableReader, prepare: bool
+    ) -> tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]:
+        frame, info, aside, text = reader()
+        raw = RawTable(name, frame, text)
+        # Read ahead, the lines are typed as far as they go without the orders on that thread too.
+        ready = prepare_lines(raw, own=True) if prepare and name == "order_lines" else None
+        return raw, info, aside, ready
 
     def read_ahead(name: str) -> None:
-        reader = source.deferred.pop(name)
-
-        def read() -> tuple[RawTable, InputFile, pd.DataFrame, PreparedLines | None]:
-            frame, info, aside, text = reader()
-            raw = RawTable(name, frame, text)
-            # The lines typed as far as they go without the orders, on this thread as well.
-            ready = prepare_lines(raw, own=True) if name == "order_lines" else None
-            return raw, info, aside, ready
-
-        ahead[name] = background.start(read, name="juno-read")
+        ahead[name] = background.start(read, name, source.deferred.pop(name), True, name="juno-read")
 
     if "customers" in source.deferred and "orders" in source.deferred:
         read_ahead("orders")  # while the customers are typed
 
     def take(name: str) -> RawTable | None:
         if name in ahead or name in source.deferred:  # read only now, while no other table's raw cells are held
-            raw, info, aside, ready = ahead.pop(name).result() if name in ahead else read_deferred(name)
+            if name in ahead:
+                raw, info, aside, ready = ahead.pop(name).result()
+            else:
+                raw, info, aside, ready = read(name, source.deferred.pop(name), False)
             if ready is not None:
                 prepared[name] = ready
             files.append(info)
@@ -225,7 +225,8 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
     lines_early = "order_lines" in source.deferred and "order_lines" in source.typed_files
     if lines_early:
         # Parquet lines (typed, with codes for SKU and category: ~0.5 GB at a million customers)
-        # are read while the orders are typed; CSV lines, all text until typed, wait below.
+        # are read while the orders are typed. CSV lines wait below: their read uses both cores
+        # itself, and started here it was no faster (bench/README.md, rounds 7 and 8).
         read_ahead("order_lines")
     # What error messages need of the raw orders: the file column alone.
     orders_ref = RawTable(
