@@ -151,19 +151,6 @@ def held_back(flags: Flags) -> np.ndarray:
     return np.asarray(flags.frame[list(HOLD_FLAGS)].to_numpy(bool).any(axis=1), dtype=bool)
 
 
-def next_actions(
-    primary: np.ndarray,
-    flags: Flags,
-    actions: dict[str, str],
-    config: Config,
-    codes: tuple[np.ndarray, list[str]] | None = None,
-) -> np.ndarray:
-    """The next action per customer: the cohort's action unless a flag changes it (first wins).
-
-    `codes`: `primary` as (codes, names) when the caller has them (`cohorts.primary_codes`)."""
-    return next_action_codes(primary, flags, actions, config, codes).values()
-
-
 def next_action_codes(
     primary: np.ndarray,
     flags: Flags,
@@ -171,7 +158,10 @@ def next_action_codes(
     config: Config,
     codes: tuple[np.ndarray, list[str]] | None = None,
 ) -> Coded:
-    """`next_actions` as codes into the few texts it takes."""
+    """The next action per customer, as codes into the few texts it takes: the cohort's action
+    unless a flag changes it (first wins).
+
+    `codes`: `primary` as (codes, names) when the caller has them (`cohorts.primary_codes`)."""
     fr = flags.frame
     code, names = codes if codes is not None else pd.factorize(primary)
     # Per name its action and whether it is a cohort; a code of -1 (missing) takes the last.

@@ -4,7 +4,7 @@ import numpy as np
 from helpers import cfg, write_store
 
 from juno.assess import confidence, priority_score, stability
-from juno.checks import compute_flags, held_back, next_actions
+from juno.checks import compute_flags, held_back, next_action_codes
 from juno.classify import run_classification
 from juno.cohorts import RULES, make_context
 from juno.config import Config
@@ -72,7 +72,7 @@ def test_sms_channel_uses_sms_consent(tmp_path: Path) -> None:
 def test_high_severity_ticket_sets_service_recovery(tmp_path: Path) -> None:
     sig, cl = _run(_store(tmp_path), Config())
     prim = np.array(["vip"] * len(sig.frame), dtype=object)
-    acts = next_actions(prim, cl.flags, {"vip": "loyalty"}, Config())
+    acts = next_action_codes(prim, cl.flags, {"vip": "loyalty"}, Config()).values()
     i = int(np.flatnonzero(sig.frame["customer_id"] == "C3")[0])
     assert acts[i].startswith("service recovery first")
 

@@ -16,7 +16,7 @@ from helpers import random_store
 import juno.render
 from juno import classify as classify_module
 from juno import report_html, segment_sql, segments
-from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_actions
+from juno.checks import HOLD_FLAGS, Flags, flag_strings, next_action_codes
 from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, Membership, vip_excluded_for_discounts
 from juno.config import Config
@@ -240,7 +240,7 @@ def _check_classification(result: RunResult) -> None:
     assert (flag_strings(cl.flags) == _reference_flag_strings(cl.flags)).all()
     actions = {c: RULES[c].action for c in cl.memberships}
     for config in (result.config, Config.model_validate({"consent": {"primary_channel": "sms"}})):
-        got = next_actions(cl.primary, cl.flags, actions, config)
+        got = next_action_codes(cl.primary, cl.flags, actions, config).values()
         assert got.dtype == object
         assert (got == _reference_next_actions(cl.primary, cl.flags, actions, config)).all()
     assert (cl.actions == _reference_next_actions(cl.primary, cl.flags, actions, result.config)).all()
@@ -249,7 +249,7 @@ def _check_classification(result: RunResult) -> None:
     flagged = np.flatnonzero(cl.flags.frame[["no_consent", "recent_purchase"]].to_numpy(bool).any(axis=1))
     assert len(flagged) >= 6  # the odd cells meet the flag rules
     odd[flagged[:6]] = ["", "not_a_cohort", None, None, "not_a_cohort", ""]
-    got = next_actions(odd, cl.flags, actions, result.config)
+    got = next_action_codes(odd, cl.flags, actions, result.config).values()
     assert (got == _reference_next_actions(odd, cl.flags, actions, result.config)).all()
     assert (np.asarray(cl.primary_names, dtype=object)[cl.primary_code] == cl.primary).all()
     assert (cl.primary == _reference_primary(cl.memberships, list(result.config.precedence), len(sig.frame))).all()
