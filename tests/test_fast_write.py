@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from helpers import random_store
 
@@ -22,6 +23,8 @@ from juno.cohorts import RULES, Membership, vip_excluded_for_discounts
 from juno.config import Config
 from juno.pipeline import RunResult, run
 from juno.render import (
+    FORMULA_START,
+    _first_byte_in,
     csv_frame,
     escape_cells,
     escape_text,
@@ -438,6 +441,21 @@ def test_escape_text_matches_escape_cells() -> None:
         pd.Series([], dtype="string"),
     ):
         pd.testing.assert_series_equal(escape_text(s), escape_cells(s), check_exact=True)
+
+
+def test_first_byte_in_matches_starts_with() -> None:
+    """The formula check reads each cell's first byte off the buffers: empty cells (an empty
+    cell's offset points at the next cell's first byte, or past the data), slices that start
+    mid-buffer and arrays with no bytes at all must answer as starts_with does."""
+    rng = np.random.default_rng(12)
+    values = [t for t in TRICKY_TEXT if t is not None]
+    whole = pa.array([*rng.choice(np.array(values, dtype=object), 500), "", "=x", ""], pa.large_string())
+    chars = "".join(FORMULA_START).encode("ascii")
+    cases = [whole, whole.slice(1), whole.slice(7, 40), whole.slice(len(whole) - 2), whole.slice(3, 0)]
+    cases += [pa.array(["", ""], pa.large_string()), pa.array(["", "-1"], pa.large_string())]
+    for a in cases:
+        want = np.array([str(v).startswith(FORMULA_START) for v in a.to_pylist()], dtype=bool)
+        assert _first_byte_in(a, chars).tolist() == want.tolist()
 
 
 def _reference_tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
