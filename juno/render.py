@@ -372,7 +372,7 @@ def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
     starts = offsets[:-1]
     table = np.zeros(256, dtype=bool)
     table[np.frombuffer(chars, dtype=np.uint8)] = True
-    hit = table[data[np.minimum(starts, len(data) - 1)]]
+    hit: np.ndarray = table[data[np.minimum(starts, len(data) - 1)]]
     hit &= offsets[1:] > starts
     return hit
 
