@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from juno import __version__
+from juno import __version__, background
 from juno.brief import Brief, CycleFact, Facts, Narrative, Provenance, ReasonCount, Scope
 from juno.classify import Classification, customer_table, run_classification, signal_columns
 from juno.config import Config
@@ -29,7 +29,7 @@ from juno.render import (
     write_csv,
     write_json,
 )
-from juno.signals import Signals, compute_signals
+from juno.signals import Signals, compute_signals, identity_columns
 from juno.sources import read_store
 from juno.sources.base import SourceResult
 from juno.validate import Store, validate
@@ -239,14 +239,21 @@ def run(
             state["read_here"] = True
 
     def validate_step() -> None:
+        def identity(customers: pd.DataFrame) -> None:
+            # The duplicate identities need only the customers: found on a second thread while
+            # validation waits for the order lines (a wait that leaves a core idle).
+            state["identity"] = background.start(identity_columns, customers, config, name="juno-identity")
+
         # A source read here is ours: validation drops each raw table as soon as it is typed.
-        result.store = validate(state["source"], config, consume=state.get("read_here", False))
+        result.store = validate(
+            state["source"], config, consume=state.get("read_here", False), customers_final=identity
+        )
         state["source"] = None  # the raw string tables: free them before the later steps peak
         result.store.compact()  # joined ids and settled audit columns dropped, SKU/category as codes
 
     def signals_step() -> None:
         assert result.store is not None
-        result.signals = compute_signals(result.store, config, history=True)
+        result.signals = compute_signals(result.store, config, history=True, identity=state.pop("identity", None))
 
     def classify_step() -> None:
         assert result.store is not None and result.signals is not None

@@ -221,27 +221,42 @@ def _category_lists(pc_: np.ndarray, pk: np.ndarray, names: np.ndarray, n: int) 
     return pd.array(out, dtype="string")
 
 
-def compute_signals(store: Store, config: Config, *, history: bool = False) -> Signals:
+def compute_signals(
+    store: Store,
+    config: Config,
+    *,
+    history: bool = False,
+    identity: Future[Identity] | None = None,
+) -> Signals:
     """One row per customer: orders, value, recency, gaps, discounts, refunds, consent, identity.
 
     `history`: also start the purchase history classification begins with (`Signals.history`)
     as soon as its inputs exist, on a second thread while the rest of the signals are computed.
+    `identity`: `identity_columns(store.customers, config)`, when the caller started it already
+    (the pipeline does, while validation waits for the order lines).
     """
     cust = store.customers
     # The frame's columns, in order; one DataFrame is built from them at the end.
     cols: dict[str, object] = {"customer_id": cust["customer_id"].array.astype(STR)}
     cols["duplicate_group"] = cols["merged_into"] = None  # identity: filled at the end, in this order
+    if identity is not None:
+        return _signals(store, config, cols, identity, history)
     # Duplicate identities (email and phone keys: string kernels, then a few scatter passes) need
     # only the customers table: found on a second thread while the order signals are computed
     # (Arrow and NumPy let go of the GIL), unless merging, where every order's customer code
     # depends on them and waits.
     with ThreadPoolExecutor(max_workers=1) as pool:
-        identity = pool.submit(_identity_columns, cust, config)
-        return _signals(store, config, cols, identity, history)
+        return _signals(store, config, cols, pool.submit(identity_columns, cust, config), history)
 
 
-def _identity_columns(cust: pd.DataFrame, config: Config) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
-    """(each record's identity root, whether merged away, the duplicate_group and merged_into columns)."""
+# What identity_columns gives: (each record's identity root, whether merged away, the
+# duplicate_group and merged_into columns).
+Identity = tuple[np.ndarray, np.ndarray, dict[str, object]]
+
+
+def identity_columns(cust: pd.DataFrame, config: Config) -> Identity:
+    """(each record's identity root, whether merged away, the duplicate_group and merged_into
+    columns) of the final customers table (`Store.customers`)."""
     n = len(cust)
     dup_root = duplicate_groups(cust, config.duplicates)
     group_size = np.bincount(dup_root, minlength=n)[dup_root]
@@ -266,14 +281,35 @@ def _signals(
     store: Store,
     config: Config,
     cols: dict[str, object],
-    identity: Future[tuple[np.ndarray, np.ndarray, dict[str, object]]],
+    identity: Future[Identity],
     history: bool = False,
 ) -> Signals:
-    """compute_signals' body: `cols` holds the columns so far; `identity` gives _identity_columns."""
+    """compute_signals' body: `cols` holds the columns so far; `identity` gives identity_columns."""
     th = config.thresholds
     as_of = store.as_of
     cust = store.customers
     n = len(cust)
+
+    # ---- orders: integer customer codes (merged identity when configured) ----
+    o = store.orders
+    code = store.order_customer_rows()
+    if config.duplicates.merge:
+        code = identity.result()[0][code]
+    ordered_at = o["ordered_at"].to_numpy()
+    counts = o["counts"].to_numpy(bool)
+    # The line-level work, then the purchase history, on a second thread from here on while this
+    # one computes the order signals; the history waits for the counted orders by (customer,
+    # time), sorted below. The lines' arrays are freed before the history starts: with both at
+    # once, a million-customer run peaked 350 MB higher.
+    by_customer: Future[np.ndarray] = Future()
+    lines_done, started = _start_lines(store, code, counts, n, by_customer, history)
+    try:
+        order, c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
+        orders_by_customer = np.flatnonzero(counts)[order]
+    except BaseException as exc:
+        by_customer.set_exception(exc)
+        raise
+    by_customer.set_result(orders_by_customer)
 
     # ---- population ----
     tags = cust["tags"] if "tags" in cust else pd.Series(pd.NA, index=cust.index, dtype="string")
@@ -293,13 +329,6 @@ def _signals(
         np.where(excluded_tag, 2, np.where(excluded_country, 1, 0)), reasons, STR
     )
 
-    # ---- orders: integer customer codes (merged identity when configured) ----
-    o = store.orders
-    code = store.order_customer_rows()
-    if config.duplicates.merge:
-        code = identity.result()[0][code]
-    ordered_at = o["ordered_at"].to_numpy()
-    counts = o["counts"].to_numpy(bool)
     in_window = ordered_at > (as_of - pd.Timedelta(days=config.window_days)).to_datetime64()
     net = o["net_revenue"].to_numpy(float)
     revenue = o["revenue"].to_numpy(float)
@@ -352,12 +381,6 @@ def _signals(
     del known_rev, gross_window
 
     # First / last counted order and gaps between consecutive counted orders.
-    order, c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
-    orders_by_customer = np.flatnonzero(counts)[order]
-    # The line-level work first: its arrays are freed before the purchase history starts (with
-    # both at once, a million-customer run peaked 350 MB higher).
-    category_texts, category_codes = _line_categories(store, code, counts, n)
-    started = _start_history(store, code, category_codes, orders_by_customer) if history else None
     start = np.ones(len(c_arr), dtype=bool)
     start[1:] = c_arr[1:] != c_arr[:-1]
     end = np.ones(len(c_arr), dtype=bool)
@@ -387,7 +410,7 @@ def _signals(
     f2s_med = float(np.median(f2s)) if len(f2s) >= 30 else None
     del order, c_arr, t_arr, start, end, same, gap_c, gap_t, sv, second, first, last
 
-    cols["top_category"], cols["categories"] = category_texts.result()
+    cols["top_category"] = cols["categories"] = None  # from the lines: filled at the end, in this order
 
     # ---- subscriptions and support: customer rows by one Arrow hash lookup for both ----
     subs = store.subscriptions if store.subscriptions is not None and len(store.subscriptions) else None
@@ -444,6 +467,8 @@ def _signals(
         pd.DataFrame({k: cols[k] for k in score_cols}), config.window_days, as_of
     )
 
+    category_texts, category_codes = lines_done.result()
+    cols["top_category"], cols["categories"] = category_texts.result()
     _, merged, identity_cols = identity.result()
     cols.update(identity_cols)
     if config.duplicates.merge:
@@ -475,9 +500,12 @@ def _signals(
     )
 
 
-def _line_categories(
-    store: Store, code: np.ndarray, counts: np.ndarray, n: int
-) -> tuple[Future[tuple[object, object]], tuple[np.ndarray, np.ndarray] | None]:
+# What _line_categories gives: (the top_category and categories columns, to come; the lines'
+# category codes).
+_LineCategories = tuple[Future[tuple[object, object]], tuple[np.ndarray, np.ndarray] | None]
+
+
+def _line_categories(store: Store, code: np.ndarray, counts: np.ndarray, n: int) -> _LineCategories:
     """(what gives top_category and categories, the lines' category codes): per customer the
     category with the most net line value over counted orders, and every category bought."""
     none = pd.array(pa.nulls(n, pa.large_string()), dtype="string")
@@ -508,15 +536,40 @@ def _line_categories(
     return texts, category_codes
 
 
-def _start_history(
+def _start_lines(
     store: Store,
     code: np.ndarray,
-    category_codes: tuple[np.ndarray, np.ndarray] | None,
-    orders_by_customer: np.ndarray,
-) -> Future[PurchaseHistory]:
-    """`purchase_history` on a thread of its own, returned at once. Classification's largest step
-    (1.4 s at a million customers, sorts and takes that let go of the GIL) then runs while the
-    signals' gaps, subscriptions, consent and value are computed on the other core."""
+    counts: np.ndarray,
+    n: int,
+    orders_by_customer: Future[np.ndarray],
+    history: bool,
+) -> tuple[Future[_LineCategories], Future[PurchaseHistory] | None]:
+    """`_line_categories` and then (when `history`) `purchase_history`, one after the other on a
+    thread of their own, returned at once: (the line categories, the purchase history).
+
+    Classification's largest step, the history (1.4 s at a million customers, sorts and takes
+    that let go of the GIL), waits for the lines' categories (0.9 s); both run while the order
+    signals are computed on the other core, and never hold their arrays at once."""
+    lines_done: Future[_LineCategories] = Future()
+    started: Future[PurchaseHistory] | None = Future() if history else None
+
+    def work() -> None:
+        try:
+            found = _line_categories(store, code, counts, n)
+        except BaseException as exc:
+            lines_done.set_exception(exc)
+            if started is not None:
+                started.set_exception(exc)
+            return
+        lines_done.set_result(found)
+        if started is None:
+            return
+        try:
+            started.set_result(purchase_history(store, code, found[1], orders_by_customer.result()))
+        except BaseException as exc:
+            started.set_exception(exc)
+
     if store.lines is not None:
-        store.line_order_rows()  # looked up here, if validation left it to us: not by both threads
-    return background.start(purchase_history, store, code, category_codes, orders_by_customer, name="juno-history")
+        store.line_order_rows()  # looked up here, if validation left it to us: not by two threads
+    background.start(work, name="juno-lines")
+    return lines_done, started

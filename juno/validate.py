@@ -5,6 +5,7 @@ Fail loud at the edge: after this step the core trusts its data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -154,11 +155,20 @@ def _file_of(raw: RawTable, files: list[InputFile]) -> str:
     return ", ".join(names) if names else raw.table
 
 
-def validate(source: SourceResult, config: Config, *, consume: bool = False) -> Store:
+def validate(
+    source: SourceResult,
+    config: Config,
+    *,
+    consume: bool = False,
+    customers_final: Callable[[pd.DataFrame], None] | None = None,
+) -> Store:
     """Type every table, reject bad rows with reasons, resolve as_of and the currency.
 
     `consume`: take each raw table out of `source` as it is typed, so that only one table's raw
     and typed forms are alive together (for a caller that has no further use for the raw tables).
+    `customers_final`: called with the customers table as the Store will hold it (every customer,
+    in id order) once only the order lines are left to type: usually while they are still being
+    read, with a core idle.
     """
     notes = list(source.notes)
     rejected_parts = [source.rejected] if len(source.rejected) else []
@@ -372,6 +382,9 @@ def validate(source: SourceResult, config: Config, *, consume: bool = False) -> 
         subs, rej = subscriptions_table(subs_raw, known)
         rejected_parts.append(rej)
     del subs_raw
+
+    if customers_final is not None:
+        customers_final(customers)
 
     # ---- lines ----
     lines = None

@@ -9,6 +9,8 @@ ties between categories) and require equal frames, dtypes included.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import load
+from helpers import load, write_store
 
 from juno.assess import _perturbed, stability
 from juno.classify import run_classification
@@ -27,8 +29,18 @@ from juno.grouping import group_median, group_quantile, key_codes, sorted_by_gro
 from juno.identity import duplicate_groups, normalise_email, normalise_phone
 from juno.parse import positions
 from juno.score import value_score
-from juno.signals import Signals, _category_lists, _tags_match, _top_categories, compute_signals, join_by_group
-from juno.validate import Store
+from juno.signals import (
+    Identity,
+    Signals,
+    _category_lists,
+    _tags_match,
+    _top_categories,
+    compute_signals,
+    identity_columns,
+    join_by_group,
+)
+from juno.sources.generic import read_generic
+from juno.validate import Store, validate
 
 DAY = np.timedelta64(1, "D")
 
@@ -545,6 +557,62 @@ def test_signals_match_reference(store_dir: Path, name: str) -> None:
               "first_to_second_median", "customers_with_second_order"):
         assert getattr(got, k) == getattr(want, k), k
     assert np.array_equal(got.order_codes, want.order_codes)
+
+
+@pytest.mark.parametrize("name", ["default", "merge_margin"])
+def test_identity_found_during_validation(store_dir: Path, name: str) -> None:
+    """The pipeline starts the duplicate identities while validation waits for the order lines,
+    from the customers table validation hands over: the table the Store then holds, and the
+    signals built on those identities are the ones compute_signals finds itself."""
+    config = config_from_dict(CONFIGS[name])
+    handed: list[pd.DataFrame] = []
+    store = validate(read_generic(store_dir), config, customers_final=handed.append)
+    assert len(handed) == 1 and handed[0] is store.customers
+    early: Future[Identity] = Future()
+    early.set_result(identity_columns(handed[0], config))
+    got = compute_signals(store, config, history=True, identity=early)
+    want = compute_signals(load(store_dir, config), config, history=True)
+    pd.testing.assert_frame_equal(got.frame, want.frame, check_exact=True)
+    assert np.array_equal(got.order_codes, want.order_codes)
+    a, b = got.take_history(), want.take_history()
+    assert a is not None and b is not None
+    for level in ("category", "sku"):
+        assert np.array_equal(a.levels[level].gc, b.levels[level].gc)
+        assert np.array_equal(a.levels[level].last_day, b.levels[level].last_day)
+
+
+def test_customers_handed_over_are_the_final_table(tmp_path: Path) -> None:
+    """Customers out of id order, and one known only from an order: validation adds and sorts
+    before it hands the table over, so the identities are those of the Store's rows."""
+    folder = write_store(
+        tmp_path,
+        customers="customer_id,email\nC3,a@x.com\nC1,A@x.com\nC2,b@x.com",
+        orders="order_id,customer_id,ordered_at,revenue\nO1,C1,2025-01-01,10\nO2,C9,2025-01-02,20\nO3,C3,2025-01-03,5",
+    )
+    handed: list[pd.DataFrame] = []
+    store = validate(read_generic(folder), Config(), customers_final=handed.append)
+    assert len(handed) == 1 and handed[0] is store.customers
+    assert handed[0]["customer_id"].tolist() == ["C1", "C2", "C3", "C9"]
+    roots = identity_columns(handed[0], Config())[0]
+    assert roots.tolist() == [0, 1, 0, 3]  # C3 shares C1's email: one identity, rooted at C1
+
+
+def test_signals_error_stops_the_lines_thread(store_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lines' thread waits for the orders sorted by customer on the main thread: an error
+    there reaches the caller and the waiting thread ends too, instead of hanging."""
+    import juno.signals as signals_mod
+
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("sorting failed")
+
+    monkeypatch.setattr(signals_mod, "_order_history", broken)
+    config = Config()
+    with pytest.raises(RuntimeError, match="sorting failed"):
+        compute_signals(load(store_dir, config), config, history=True)
+    for t in threading.enumerate():
+        if t.name.startswith("juno-lines"):
+            t.join(timeout=10)
+            assert not t.is_alive()
 
 
 THRESHOLDS = [
