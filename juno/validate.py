@@ -232,11 +232,11 @@ def validate(
 
     orders_raw = take("orders")
     assert orders_raw is not None
-    lines_early = "order_lines" in source.deferred and "order_lines" in source.typed_files
-    if lines_early:
-        # Parquet lines (typed, with codes for SKU and category: ~0.5 GB at a million customers)
-        # are read while the orders are typed. CSV lines wait below: their read uses both cores
-        # itself, and started here it was no faster (bench/README.md, rounds 7 and 8).
+    if "order_lines" in source.deferred:
+        # The lines are read (and typed as far as they go without the orders) while the orders
+        # are typed: on the main thread alone, that left a core idle. For CSV lines, whose read
+        # uses both cores itself, this was no faster in rounds 7 and 8; once the duplicate
+        # identities filled the later wait for the lines, it was (bench/README.md, round 9).
         read_ahead("order_lines")
     # What error messages need of the raw orders: the file column alone.
     orders_ref = RawTable(
@@ -259,10 +259,6 @@ def validate(
             expected="order rows with an order id, a customer, a date and a revenue",
             examples=[f"line {r.line}: {r.reason}" for r in rej.head(5).itertuples()],
         )
-    if "order_lines" in source.deferred and not lines_early:
-        # While every order's customer is looked up: the raw orders are gone by now, so nothing
-        # is held beyond what the lines' own typing holds later.
-        read_ahead("order_lines")
     # Customers seen on any order row, used or not: each must appear in customers.csv. `at`: per
     # used order, its customer's row in the customers table, where customers without a row there
     # (`new_ids`) are added at its end.

@@ -143,9 +143,6 @@ class SourceResult:
     # gone from here): only one table's raw cells are held at a time. Their files, set-aside rows
     # and row counts join the rest then.
     deferred: dict[str, TableReader] = field(default_factory=dict)
-    # Deferred tables whose files carry their own column types (Parquet): read, such a table is
-    # about the size of its typed form, where a CSV table's raw text is several times larger.
-    typed_files: set[str] = field(default_factory=set)
 
 
 def normalise_name(name: str) -> str:

@@ -282,7 +282,6 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
     files: list[InputFile] = []
     set_aside: list[pd.DataFrame] = []
     deferred: dict[str, TableReader] = {}
-    typed_files: set[str] = set()
     paths = {name: path for name in TABLES if (path := find_table_file(folder, name)) is not None}
     if "orders" not in paths:
         present = sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
@@ -304,8 +303,6 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
         for name, path in paths.items():
             if defer and _complete_header(path, name):
                 deferred[name] = partial(read_table_file, path, name, digests[name], coded=True)
-                if not _is_text(path):
-                    typed_files.add(name)
                 continue
             frame, info, rejected, _ = read_table_file(path, name, digests[name])  # text only: no typed columns
             tables[name] = RawTable(name, frame)
@@ -316,7 +313,7 @@ def read_generic(folder: Path, *, defer: bool = False) -> SourceResult:
         for pending in digests.values():
             pending.cancel()
         raise
-    result = SourceResult(kind="generic", tables=tables, files=files, deferred=deferred, typed_files=typed_files)
+    result = SourceResult(kind="generic", tables=tables, files=files, deferred=deferred)
     if set_aside:
         result.rejected = pd.concat(set_aside, ignore_index=True)
     return result
