@@ -239,6 +239,35 @@ def test_digest_tells_whether_a_file_holds_a_quote(tmp_path: Path) -> None:
     assert digest_file(plain, text=True).sha256 == digest_file(plain, text=False).sha256
 
 
+def test_digest_utf8_verdict_across_chunks(tmp_path: Path) -> None:
+    """ASCII chunks are passed over without decoding, so the verdict must still see a character
+    cut by a chunk's end (valid: it goes on in the next chunk), one cut and never finished (the
+    next chunk all ASCII), and a Latin-1 byte after many ASCII chunks."""
+    from juno.sources.csvfiles import digest_file
+
+    chunk = 1 << 20
+    cases = {
+        "split_ok": (b"a" * (chunk - 1) + "é".encode() + b"b" * (2 * chunk), True),
+        "split_cut": (b"a" * (chunk - 1) + "é".encode()[:1] + b"b" * (2 * chunk), False),
+        "cut_at_end": (b"a" * (chunk + 5) + "é".encode()[:1], False),
+        # cut, a whole ASCII chunk, then the cut character's last byte: not a character either
+        "cut_then_ascii_chunk": (b"a" * (chunk - 1) + "é".encode()[:1] + b"b" * chunk + "é".encode()[1:] + b"c", False),
+        "late_latin1": (b"a,b\n" * (chunk // 2) + b"1,caf\xe9\n", False),
+        "ascii_only": (b"a,b\n1,2\n" * 300_000, True),
+        "non_ascii_ok": ("a,b\n1,Zoë\n".encode() * 300_000, True),
+    }
+    for name, (data, utf8) in cases.items():
+        path = tmp_path / f"{name}.csv"
+        path.write_bytes(data)
+        want = True
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            want = False
+        assert want == utf8, name  # the case is what it says
+        assert digest_file(path, text=True).utf8 == utf8, name
+
+
 def test_quote_free_files_read_the_same_with_the_faster_split(tmp_path: Path) -> None:
     """Without a quote no cell holds a line break: the reader's split at every line break gives
     the same rows, cells and set-aside rows (with their line numbers) as the quote-aware one."""
