@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from juno.cohorts import RULES
 from juno.config import Config
-from juno.parse import take_increasing
+from juno.parse import arrow_of, take_increasing
 from juno.segment_sql import CycleRow, cycle_rows_of, days_literal, money_literal, sql_for, str_literal
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def _take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
 
 def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
-    from juno.render import escape_text
+    from juno.render import escape_formulas
 
     cl, store = result.classification, result.store
     assert cl is not None and store is not None and result.signals is not None
@@ -194,30 +195,41 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
         cust = store.customers.set_index("customer_id")
         members = cust.reindex(pd.Index(ids.to_numpy()[mask], dtype="string"))
 
-    def col(name: str) -> pd.Series:
-        if name in members:
-            return members[name].astype("string").fillna("").reset_index(drop=True)
-        return pd.Series("", index=range(len(members)), dtype="string")
+    # Arrow kernels on the members' text (a few hundred thousand rows per cohort at a million
+    # customers): pandas' string methods took ~3x as long, on the write step's main thread.
+    def col(name: str) -> pa.Array:
+        if name not in members:
+            return pa.array([""] * len(members), pa.large_string())
+        s = members[name]
+        a = arrow_of(s if isinstance(s.dtype, pd.StringDtype) else s.astype("string"))
+        a = a if a.type == pa.large_string() else a.cast(pa.large_string())
+        return a.fill_null("") if a.null_count else a
 
-    existing = col("tags")
-    tags = existing.where(existing == "", existing + ", ") + tag
-    frame = pd.DataFrame(
-        {
-            "First Name": col("first_name"),
-            "Last Name": col("last_name"),
-            "Email": col("email"),
-            "Phone": col("phone"),
-            "Tags": tags,
-        }
+    email, phone, existing = col("email"), col("phone"), col("tags")
+    # Existing tags kept, the cohort's tag added: "a, b" -> "a, b, <tag>"; none -> "<tag>".
+    def text(value: str) -> pa.Scalar:
+        return pa.scalar(value, pa.large_string())
+
+    tags = pc.if_else(
+        pc.equal(pc.binary_length(existing), 0),
+        text(tag),
+        pc.binary_join_element_wise(existing, text(", " + tag), text("")),
     )
-    contactable = (frame["Email"] != "") | (frame["Phone"] != "")
-    frame = frame[contactable.to_numpy(bool)].reset_index(drop=True)
-    out = pd.DataFrame({c: escape_text(frame[c]) for c in frame.columns}, index=frame.index)  # csv_frame
+    columns = dict(zip(TAG_IMPORT_COLUMNS, [col("first_name"), col("last_name"), email, phone, tags], strict=True))
+    contactable = pc.or_(pc.greater(pc.binary_length(email), 0), pc.greater(pc.binary_length(phone), 0))
+    if not pc.all(contactable).as_py():
+        columns = {k: v.filter(contactable) for k, v in columns.items()}
     # A bare phone number ('+1 619 555 0132') is harmless to a spreadsheet and Shopify's importer
     # needs it unprefixed; anything else in the column is escaped like every other cell.
-    plain_phone = frame["Phone"].str.fullmatch(r"\+?[0-9 ()./-]+", na=False).to_numpy(bool)
-    out["Phone"] = out["Phone"].where(~plain_phone, frame["Phone"])
-    return out
+    raw_phone = columns["Phone"]
+    out = {k: escape_formulas(v) for k, v in columns.items()}
+    plain_phone = pc.match_substring_regex(raw_phone, r"^\+?[0-9 ()./-]+$")
+    out["Phone"] = pc.if_else(plain_phone, raw_phone, out["Phone"])
+    n = len(raw_phone)
+    return pd.DataFrame(
+        {k: pd.Series(pd.array(v, dtype=pd.StringDtype()), name=k) for k, v in out.items()},
+        index=pd.RangeIndex(n),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
