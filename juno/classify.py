@@ -305,19 +305,64 @@ def _member_texts_objects(memberships: dict[str, Membership], ctx: Context, n: i
     return _text(cohorts_col), _text(reasons)
 
 
+_COMBO_SPAN = 1 << 62  # reason combinations are numbered below this (int64)
+
+
 def _member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> tuple[Any, Any] | None:
     """`_member_texts_objects` by Arrow: the cohorts a customer is in as a bit code taken from
-    the texts of every combination, reasons joined over the rows in some cohort only. None
-    when a member's reasons are not all strings (the object path keeps its text)."""
+    the texts of every combination, and the reasons likewise: customers with the same reason in
+    every cohort (and the same not-vip note) share one text, joined for one of them and taken
+    for all. None when a member's reasons are not all strings (the object path keeps its text)."""
     cids = list(memberships)
     if n == 0 or len(cids) > 12:
         return None
     notes = vip_excluded_for_discounts(ctx) if "vip" in memberships else np.zeros(n, dtype=bool)
     names, code = subset_codes(cids, [memberships[cid].mask for cid in cids], n)
     rows = np.flatnonzero((code != 0) | notes)  # the customers with any reason text
+    order: list[str | None] = [*cids, None]  # None: the not-vip note, last
+    # Each customer's reasons as one integer: per cohort, the code of its reason text among the
+    # cohort's (0: not a member), appended digit by digit (renumbered densely whenever the next
+    # digit could overflow). A few hundred distinct reasons at a million customers.
+    combo = np.zeros(len(rows), dtype=np.int64)
+    span = 1  # combo < span
+    for who in order:
+        mask = (notes if who is None else np.asarray(memberships[who].mask, dtype=bool))[rows]
+        if not mask.any():
+            continue
+        digit = np.zeros(len(rows), dtype=np.int64)
+        if who is None:
+            digit[mask] = 1
+            base = 2
+        else:
+            codes, uniques = pd.factorize(memberships[who].reasons[rows[mask]])
+            if (codes < 0).any() or not all(isinstance(u, str) for u in uniques):
+                return None
+            digit[mask] = codes + 1
+            base = len(uniques) + 1
+        if span > _COMBO_SPAN // base:
+            combo, found = pd.factorize(combo)
+            span = len(found)
+        combo = combo * base + digit
+        span *= base
+    inverse, found = pd.factorize(combo)
+    # One customer per distinct combination: its reasons joined as before, over these rows only.
+    one = np.empty(len(found), dtype=np.int64)
+    one[inverse] = np.arange(len(rows))  # any of its customers: the text is the same
+    acc = _reasons_joined(memberships, notes, order, rows[one])
+    where = np.full(n, len(found), dtype=np.int64)
+    where[rows] = inverse
+    reasons = pa.concat_arrays([acc, pa.array([""], pa.large_string())]).take(pa.array(where))
+    dtype = pd.StringDtype("pyarrow", na_value=np.nan)
+    return _coded(names, code), pd.array(reasons, dtype=dtype)
+
+
+def _reasons_joined(
+    memberships: dict[str, Membership], notes: np.ndarray, order: list[str | None], rows: np.ndarray
+) -> pa.Array:
+    """The reason_codes text of each of `rows`: per cohort it is in, 'cohort: reasons' (';' as
+    ', '), then the not-vip note, joined by ' | ' (Arrow kernels over the rows)."""
     acc: pa.Array | None = None
     sep = pa.scalar(" | ", pa.large_string())
-    order: list[str | None] = [*cids, None]  # None: the not-vip note, last
     for who in order:
         mask = (notes if who is None else np.asarray(memberships[who].mask, dtype=bool))[rows]
         if not mask.any():
@@ -325,24 +370,16 @@ def _member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> t
         if who is None:
             text = pa.array(np.full(int(mask.sum()), _VIP_NOTE, dtype=object), pa.large_string())
         else:
-            try:
-                raw = pa.array(memberships[who].reasons[rows[mask]], pa.large_string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                return None
-            if raw.null_count:
-                return None
+            raw = pa.array(memberships[who].reasons[rows[mask]], pa.large_string())
             prefix = pa.scalar(who + ": ", pa.large_string())
             empty = pa.scalar("", pa.large_string())
             text = pc.binary_join_element_wise(prefix, pc.replace_substring(raw, ";", ", "), empty)
         spread = text.take(pa.array(np.cumsum(mask) - 1, mask=~mask))  # null off the cohort
         # Appended after the cohorts before it, as ' | ' joins them; absent where it has no text.
         acc = spread if acc is None else pc.coalesce(pc.binary_join_element_wise(acc, spread, sep), acc, spread)
-    where = np.full(n, len(rows), dtype=np.int64)
-    where[rows] = np.arange(len(rows))
-    reasons = pa.array([""] * len(rows) if acc is None else acc.fill_null(""), pa.large_string())
-    reasons = pa.concat_arrays([reasons, pa.array([""], pa.large_string())]).take(pa.array(where))
-    dtype = pd.StringDtype("pyarrow", na_value=np.nan)
-    return _coded(names, code), pd.array(reasons, dtype=dtype)
+    if acc is None:
+        return pa.array([""] * len(rows), pa.large_string())
+    return acc.fill_null("") if acc.null_count else acc
 
 
 def customer_table(
@@ -361,7 +398,6 @@ def customer_table(
     n = len(f)
     prio = {c.cohort: c.priority for c in cl.cohort_facts}
     started, cl.member_texts = cl.member_texts, None
-    cohorts_col, reasons_col = started.result() if started is not None else member_texts(cl.memberships, cl.ctx, n)
     prim = cl.primary
     classified = cl.primary_code != 0  # primary_names[0] is '' (none)
     excluded = f["excluded"].to_numpy(bool)
@@ -399,18 +435,24 @@ def customer_table(
         for cohort, p in prio.items():
             priority[prim == cohort] = p
         primary_col, priority_col = _text(prim), _text(priority)
+    flags_col = _coded(*flag_codes(cl.flags))
+    action_col = _coded(cl.action_codes.texts, cl.action_codes.codes)
+    detail_col = _coded(cl.flags.detail_codes.texts, cl.flags.detail_codes.codes)
+    why_col = _coded_with([*_WHY_FIXED, ""], why_code, why_rows)
+    # The member texts are built on a thread while the columns above are: taken last.
+    cohorts_col, reasons_col = started.result() if started is not None else member_texts(cl.memberships, cl.ctx, n)
     cols: dict[str, Any] = {
         "customer_id": _as_str(f["customer_id"]),
         "status": _coded(list(_STATUS), status),
         "primary_cohort": primary_col,
         "cohorts": cohorts_col,
-        "flags": _coded(*flag_codes(cl.flags)),
+        "flags": flags_col,
         "held_back": cl.held & classified,
-        "next_action": _coded(cl.action_codes.texts, cl.action_codes.codes),
+        "next_action": action_col,
         "priority": priority_col,
         "reason_codes": reasons_col,
-        "flag_detail": _coded(cl.flags.detail_codes.texts, cl.flags.detail_codes.codes),
-        "unclassified_reason": _coded_with([*_WHY_FIXED, ""], why_code, why_rows),
+        "flag_detail": detail_col,
+        "unclassified_reason": why_col,
     }
     tail = signal_columns(signals, contacts) if signals_part is None else signals_part
     out = pd.DataFrame({**cols, **{k: v for k, v in tail.items() if k not in _CONTACTS}}, copy=False)

@@ -514,6 +514,24 @@ def test_sha256_taken_while_writing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert juno.render.written_sha256(tmp_path / "never.csv") is None
 
 
+def test_member_texts_renumber_reason_combinations(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Customers' reasons are numbered digit by digit, renumbered before a digit could overflow:
+    with a tiny bound every cohort forces it, and the texts still equal the object path's."""
+    result = run(random_store(tmp_path / "s", n=600, staff_tags=True), config=Config())
+    cl, sig = result.classification, result.signals
+    assert cl is not None and sig is not None
+    n = len(sig.frame)
+    plain = classify_module._member_texts_objects(cl.memberships, cl.ctx, n)
+    distinct = {m.reasons[i] for m in cl.memberships.values() for i in np.flatnonzero(m.mask)}
+    assert len(distinct) > 4 and sum(bool(m.mask.any()) for m in cl.memberships.values()) >= 3
+    for bound in (1 << 62, 8, 2):
+        monkeypatch.setattr(classify_module, "_COMBO_SPAN", bound)
+        fast = classify_module._member_texts(cl.memberships, cl.ctx, n)
+        assert fast is not None
+        for a, b in zip(fast, plain, strict=True):
+            pd.testing.assert_extension_array_equal(a, b)
+
+
 def test_customer_table_with_odd_reasons_takes_the_object_path(tmp_path: Path) -> None:
     import copy
 
