@@ -417,16 +417,18 @@ def _signals(
     tickets = store.tickets if store.tickets is not None and len(store.tickets) else None
     named = [x["customer_id"] for x in (subs, tickets) if x is not None]
     rows = positions(pd.concat(named, ignore_index=True), cust["customer_id"]) if named else np.zeros(0, dtype=np.intp)
-    status = np.full(n, "none", dtype=object)
+    # Per customer, the highest-ranked status among its subscriptions, as a code into the few
+    # texts (missing where every one of its statuses is unknown): no object per customer.
+    status = np.zeros(n, dtype=np.int64)  # 0: "none"
     sub_cache: dict[str, np.ndarray] = {}
     if subs is not None:
         sub_cache[f"subscription_rows:{id(subs)}"] = rows[: len(subs)]  # checks reads them too
         rank_map = {"active": 3, "paused": 2, "cancelled": 1}
         sc = pd.DataFrame({"c": rows[: len(subs)], "r": subs["status"].map(rank_map).to_numpy()})
         best = sc.groupby("c")["r"].max()
-        inv = {v: k for k, v in rank_map.items()}
-        status[best.index.to_numpy()] = best.map(inv).to_numpy()
-    cols["subscription_status"] = pd.array(status, dtype=STR)
+        status[best.index.to_numpy()] = np.nan_to_num(best.to_numpy(float), nan=-1).astype(np.int64)
+    status_names = np.array(["none", "cancelled", "paused", "active"], dtype=object)
+    cols["subscription_status"] = _text(status, status_names, STR)
 
     cols["tickets_window"] = np.zeros(n, dtype=np.int64)
     cols["open_tickets"] = np.zeros(n, dtype=np.int64)
