@@ -38,7 +38,7 @@ def escape_cells(s: pd.Series) -> pd.Series:
 def escape_text(s: pd.Series) -> pd.Series:
     """`escape_cells` for a text column without NA, by Arrow (the same Series)."""
     t = s.astype("string")
-    a = _large(pa.array(t))
+    a = large_text(pa.array(t))
     if a.null_count or not isinstance(t.dtype, pd.StringDtype) or t.dtype.storage != "pyarrow":
         return escape_cells(s)
     return pd.Series(pd.array(escape_formulas(a), dtype=t.dtype), index=t.index, name=t.name)
@@ -186,7 +186,7 @@ class CellsAhead:
 
     def _text(self, start: int) -> pa.Array:
         cells = [csv_cells(s.iloc[start : start + self._slice]) for s in self._columns]
-        return cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, _L(","))
+        return cells[0] if len(cells) == 1 else pc.binary_join_element_wise(*cells, text_scalar(","))
 
     def fits(self, frame: pd.DataFrame) -> bool:
         """Whether these are `frame`'s last columns (same names, types and length) and its
@@ -285,11 +285,14 @@ def _csv_specials() -> str:
 _SPECIALS = _csv_specials()
 
 
-def _L(text: str) -> pa.Scalar:
+def text_scalar(text: str) -> pa.Scalar:
+    """A text scalar of the type the cell kernels work in (large_string)."""
     return pa.scalar(text, pa.large_string())
 
 
-def _large(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+def large_text(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """A string column as one large_string array (chunks combined), the type the cell kernels
+    work in."""
     if isinstance(a, pa.ChunkedArray):
         a = a.combine_chunks()
     return a if a.type == pa.large_string() else a.cast(pa.large_string())
@@ -329,7 +332,7 @@ def float_cells(values: np.ndarray) -> pa.Array:
     nan = np.isnan(v)
     fast = np.isfinite(v) & (np.abs(v) < 1e9)  # 1e13 ten-thousandths: exact in float64
     if (~fast & ~nan).any():
-        return _large(pa.array(format_floats(values), pa.large_string()))
+        return large_text(pa.array(format_floats(values), pa.large_string()))
     k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
     whole, frac = np.divmod(k, 10_000)
     parts = [int_cells(whole, nan if nan.any() else None)]
@@ -337,8 +340,8 @@ def float_cells(values: np.ndarray) -> pa.Array:
         parts.append(_fraction_text().take(pa.array(frac)))
     negative = np.signbit(v)  # -0.0 prints as "-0", as f"" does
     if negative.any():
-        parts.insert(0, pc.if_else(pa.array(negative), _L("-"), _L("")))
-    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, _L(""))
+        parts.insert(0, pc.if_else(pa.array(negative), text_scalar("-"), text_scalar("")))
+    return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, text_scalar(""))
 
 
 def csv_cells(s: pd.Series) -> pa.Array:
@@ -349,16 +352,16 @@ def csv_cells(s: pd.Series) -> pa.Array:
     if kind == "M" and numpy_backed:
         seconds = s.to_numpy(dtype="datetime64[ns]").astype("datetime64[s]")  # as format_datetimes
         text = pc.utf8_replace_slice(pa.array(seconds).cast(pa.large_string()), 10, 11, "T")
-        return _large(text.fill_null(""))
+        return large_text(text.fill_null(""))
     if kind == "f" and numpy_backed:
         return float_cells(s.to_numpy(float)).fill_null("")
     if kind == "b" and numpy_backed:
-        return pc.if_else(pa.array(s.to_numpy(bool)), _L("true"), _L("false"))
+        return pc.if_else(pa.array(s.to_numpy(bool)), text_scalar("true"), text_scalar("false"))
     if kind in "iu" and numpy_backed:
         return int_cells(s.to_numpy())
     if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
-        return quote_cells(_large(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
-    text = _large(pa.array(s.astype("string")))
+        return quote_cells(large_text(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
+    text = large_text(pa.array(s.astype("string")))
     return quote_cells(escape_formulas(text.fill_null("") if text.null_count else text))
 
 
@@ -419,7 +422,7 @@ def escape_formulas(a: pa.Array) -> pa.Array:
     if not risky.any():
         return a
     mask = pa.array(risky)
-    return pc.replace_with_mask(a, mask, pc.binary_join_element_wise(_L("'"), a.filter(mask), _L("")))
+    return pc.replace_with_mask(a, mask, pc.binary_join_element_wise(text_scalar("'"), a.filter(mask), text_scalar("")))
 
 
 def quote_cells(a: pa.Array) -> pa.Array:
@@ -431,7 +434,8 @@ def quote_cells(a: pa.Array) -> pa.Array:
     if not needs.any():
         return a
     mask = pa.array(needs)
-    quoted = pc.binary_join_element_wise(_L('"'), pc.replace_substring(a.filter(mask), '"', '""'), _L('"'), _L(""))
+    doubled = pc.replace_substring(a.filter(mask), '"', '""')
+    quoted = pc.binary_join_element_wise(text_scalar('"'), doubled, text_scalar('"'), text_scalar(""))
     return pc.replace_with_mask(a, mask, quoted)
 
 
@@ -446,7 +450,7 @@ def write_text_csv(text: pd.DataFrame, path: Path) -> None:
         fh.write((",".join(_quote_name(str(c)) for c in text.columns) + "\n").encode("utf-8"))
         for start in range(0, len(text), _SLICE):
             part = text.iloc[start : start + _SLICE]
-            fh.write(_lines([quote_cells(_large(pa.array(part[c]))) for c in text.columns]))
+            fh.write(_lines([quote_cells(large_text(pa.array(part[c]))) for c in text.columns]))
 
 
 def _lines(cells: list[pa.Array]) -> memoryview:
@@ -457,8 +461,8 @@ def _lines(cells: list[pa.Array]) -> memoryview:
     pages go back to the system within 250 ms, every slice's ~21 MB of rows came on fresh pages:
     1M Parquet write step 1.93-2.09 -> 1.75-1.78 s, page faults 140-183k -> 83-107k."""
     pool = pa.system_memory_pool()
-    cells = [*cells[:-1], pc.binary_join_element_wise(cells[-1], _L("\n"), _L(""), memory_pool=pool)]
-    lines = pc.binary_join_element_wise(*cells, _L(","), memory_pool=pool)
+    cells = [*cells[:-1], pc.binary_join_element_wise(cells[-1], text_scalar("\n"), text_scalar(""), memory_pool=pool)]
+    lines = pc.binary_join_element_wise(*cells, text_scalar(","), memory_pool=pool)
     if isinstance(lines, pa.ChunkedArray):
         lines = lines.combine_chunks()
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int64)[lines.offset : lines.offset + len(lines) + 1]

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from juno.cohorts import RULES
 from juno.config import Config
-from juno.parse import arrow_of, take_increasing
+from juno.parse import take_increasing
 from juno.segment_sql import CycleRow, cycle_rows_of, days_literal, money_literal, sql_for, str_literal
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ def _take_rows(frame: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
 
 def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     """Shopify customer-import rows for the cohort's exact members (existing tags kept)."""
-    from juno.render import escape_formulas
+    from juno.render import escape_formulas, large_text, text_scalar
 
     cl, store = result.classification, result.store
     assert cl is not None and store is not None and result.signals is not None
@@ -200,20 +200,15 @@ def tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
     def col(name: str) -> pa.Array:
         if name not in members:
             return pa.array([""] * len(members), pa.large_string())
-        s = members[name]
-        a = arrow_of(s if isinstance(s.dtype, pd.StringDtype) else s.astype("string"))
-        a = a if a.type == pa.large_string() else a.cast(pa.large_string())
+        a = large_text(pa.array(members[name].astype("string")))
         return a.fill_null("") if a.null_count else a
 
     email, phone, existing = col("email"), col("phone"), col("tags")
     # Existing tags kept, the cohort's tag added: "a, b" -> "a, b, <tag>"; none -> "<tag>".
-    def text(value: str) -> pa.Scalar:
-        return pa.scalar(value, pa.large_string())
-
     tags = pc.if_else(
         pc.equal(pc.binary_length(existing), 0),
-        text(tag),
-        pc.binary_join_element_wise(existing, text(", " + tag), text("")),
+        text_scalar(tag),
+        pc.binary_join_element_wise(existing, text_scalar(", " + tag), text_scalar("")),
     )
     columns = dict(zip(TAG_IMPORT_COLUMNS, [col("first_name"), col("last_name"), email, phone, tags], strict=True))
     contactable = pc.or_(pc.greater(pc.binary_length(email), 0), pc.greater(pc.binary_length(phone), 0))
