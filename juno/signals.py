@@ -98,6 +98,10 @@ def _tags_match(tags: pd.Series, wanted: list[str]) -> pd.Series:
     return out
 
 
+# A customer's subscription status: the highest-ranked of its subscriptions', by rank (0: none).
+_SUBSCRIPTION_RANKED = ("none", "cancelled", "paused", "active")
+
+
 def _text(codes: np.ndarray, names: np.ndarray, dtype: object = "string") -> ExtensionArray:
     """`names[codes]` (missing where the code is -1) as a string column ("string" or STR),
     built by Arrow from the few distinct texts instead of one Python object per row."""
@@ -423,12 +427,11 @@ def _signals(
     sub_cache: dict[str, np.ndarray] = {}
     if subs is not None:
         sub_cache[f"subscription_rows:{id(subs)}"] = rows[: len(subs)]  # checks reads them too
-        rank_map = {"active": 3, "paused": 2, "cancelled": 1}
+        rank_map = {name: rank for rank, name in enumerate(_SUBSCRIPTION_RANKED) if rank}
         sc = pd.DataFrame({"c": rows[: len(subs)], "r": subs["status"].map(rank_map).to_numpy()})
         best = sc.groupby("c")["r"].max()
         status[best.index.to_numpy()] = np.nan_to_num(best.to_numpy(float), nan=-1).astype(np.int64)
-    status_names = np.array(["none", "cancelled", "paused", "active"], dtype=object)
-    cols["subscription_status"] = _text(status, status_names, STR)
+    cols["subscription_status"] = _text(status, np.array(_SUBSCRIPTION_RANKED, dtype=object), STR)
 
     cols["tickets_window"] = np.zeros(n, dtype=np.int64)
     cols["open_tickets"] = np.zeros(n, dtype=np.int64)
