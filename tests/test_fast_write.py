@@ -611,10 +611,18 @@ def test_coded_with_matches_the_object_column() -> None:
 # ---------------------------------------------------------------- cells made ahead
 
 
-def _ahead_of(frame: pd.DataFrame, k: int, budget: int = 1 << 30) -> juno.render.CellsAhead:
+def _ahead_of(
+    frame: pd.DataFrame, k: int, budget: int = 1 << 30, packed: int = 0
+) -> juno.render.CellsAhead:
     """A CellsAhead of the frame's last `k` columns, built from a dict as the pipeline builds it."""
     cols = {str(c): frame[c] for c in frame.columns[-k:]}
-    return juno.render.CellsAhead(cols, len(frame), budget=budget)
+    return juno.render.CellsAhead(cols, len(frame), budget=budget, packed=packed)
+
+
+def _kinds(ahead: juno.render.CellsAhead) -> list[str]:
+    """How each slice made ahead is held: "text" as it is, "packed" compressed."""
+    held = [slot.result() for _, slot in sorted(ahead._made.items())]
+    return ["packed" if isinstance(t, juno.render._Packed) else "text" for t in held]
 
 
 @pytest.mark.parametrize("slice_rows", [1 << 17, 97])
@@ -629,14 +637,24 @@ def test_cells_made_ahead_write_the_same_bytes(
     frame = _tricky_frame(1_000)
     want = _reference_bytes(frame)
     path = tmp_path / "t.csv"
+    slices = -(-len(frame) // slice_rows)
+    held = {  # (budget, packed): how the slices made before the writing are held
+        (1 << 30, 0): ["text"] * slices,  # all as they are
+        (1, 0): ["text"],  # the first only
+        (0, 0): [],  # none
+        (1, 1 << 30): ["text"] + ["packed"] * (slices - 1),  # the first as it is, the rest packed
+        (0, 1 << 30): ["packed"] * slices,  # all packed
+        (0, 1): ["packed"],  # the first packed
+    }
     for k in (1, 5, frame.shape[1] - 1):
-        for budget in (1 << 30, 1, 0):
-            ahead = _ahead_of(frame, k, budget)
-            ahead.start().result()  # made before the writing: all slices, the first, none
+        for (budget, packed), kinds in held.items():
+            ahead = _ahead_of(frame, k, budget, packed)
+            ahead.start().result()
+            assert _kinds(ahead) == kinds, (k, budget, packed)
             write_csv(frame, path, ahead)
-            assert path.read_bytes() == want, (k, budget)
+            assert path.read_bytes() == want, (k, budget, packed)
         when = threading.Event()
-        ahead = _ahead_of(frame, k)
+        ahead = _ahead_of(frame, k, 1, 1 << 30)
         started = ahead.start(when)
         when.set()  # made while the writing goes on: each slice by whichever side comes first
         write_csv(frame, path, ahead)
