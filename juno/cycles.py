@@ -115,14 +115,15 @@ def _level(
     # customer-day values differ by the days alone).
     gap = (cd[1:] - cd[:-1])[again[1:]]
     del again
-    pairs = np.bincount(gk_gap, minlength=n_k)
-    customers = np.bincount(k[first], minlength=n_k)
-    sv, counts = sorted_by_group(gk_gap, gap, n_k)
+    sv, pairs = sorted_by_group(gk_gap, gap, n_k)  # pairs: reorder gaps per product
     del gk_gap, gap
-    median = group_median(sv, counts)
+    # A product's rows are its customers' first days and their later ones (one per gap): rows
+    # per product read off the sorted codes, not counted again over a selection of the rows.
+    customers = np.diff(np.searchsorted(k, np.arange(n_k + 1))) - pairs
+    median = group_median(sv, pairs)
     with np.errstate(divide="ignore", invalid="ignore"):
-        spread = (group_quantile(sv, counts, 0.75) - group_quantile(sv, counts, 0.25)) / median
-    del sv, counts
+        spread = (group_quantile(sv, pairs, 0.75) - group_quantile(sv, pairs, 0.25)) / median
+    del sv
     present = np.flatnonzero(customers > 0)
     stats = pd.DataFrame(
         {
