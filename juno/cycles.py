@@ -243,10 +243,9 @@ def purchase_history(
         return PurchaseHistory(pd.DataFrame(), {}, "no order lines were provided, so products are unknown")
     o = store.orders
     lines = store.lines
-    counted = o["counts"].to_numpy(bool)
     # Each line's order (order ids are unique after validation): counted orders only.
     pos = store.line_order_rows()
-    idx = _narrow(np.flatnonzero((pos >= 0) & counted[np.maximum(pos, 0)]))
+    idx = _narrow(np.flatnonzero(store.counted_lines()))
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
 
     def frame() -> pd.DataFrame:

@@ -65,6 +65,7 @@ class Store:
     # Integer joins computed once per run (validation may fill them; otherwise built on first use).
     _line_order_rows: np.ndarray | None = field(default=None, repr=False)
     _order_customer_rows: np.ndarray | None = field(default=None, repr=False)
+    _counted_lines: np.ndarray | None = field(default=None, repr=False)
 
     def line_order_rows(self) -> np.ndarray:
         """Per row of `lines`, the row of its order in `orders` (-1 when absent)."""
@@ -72,6 +73,14 @@ class Store:
         if self._line_order_rows is None:
             self._line_order_rows = positions(self.lines["order_id"], self.orders["order_id"])
         return self._line_order_rows
+
+    def counted_lines(self) -> np.ndarray:
+        """Per row of `lines`, whether its order is a counted one (False when absent): the lines
+        the category signals and the purchase history both read."""
+        if self._counted_lines is None:
+            pos = self.line_order_rows()
+            self._counted_lines = (pos >= 0) & self.orders["counts"].to_numpy(bool)[np.maximum(pos, 0)]
+        return self._counted_lines
 
     def compact(self) -> None:
         """Shrink the tables for a run (about 450 MB at 1M customers and 7.6M lines).
