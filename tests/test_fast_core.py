@@ -904,6 +904,19 @@ def test_top_category_close_call_is_decided_by_compensated_sums() -> None:
     assert list(zip(pc_.tolist(), pk.tolist(), strict=True)) == [(0, 2), (1, 0), (1, 1), (2, 0), (2, 1)]
 
 
+def test_top_category_close_call_with_negative_values() -> None:
+    """A negative line value (a discount above the price) cancels most of a sum: the error bound
+    then comes from the sum of |v|, not the sum. Category 1 sums plainly to 0.0 (each 1.0 lost
+    against 2**53), compensated to 2.0, above category 0's 1.0: pandas' sums pick category 1."""
+    big = 2.0**53
+    c = np.array([0, 0, 0, 0, 0, 1])
+    k = np.array([1, 1, 1, 1, 0, 0])
+    v = np.array([big, 1.0, 1.0, -big, 1.0, 3.0])
+    assert np.bincount(c * 2 + k, weights=v)[1] == 0.0  # the plain sum would pick category 0
+    top, _, _ = _top_categories(c, k, v, 2, 2)
+    assert top.tolist() == _ref_top(c, k, v, 2)[0].tolist() == [1, 0]
+
+
 def test_top_category_of_no_lines() -> None:
     nothing = np.zeros(0, dtype=np.int64)
     top, pc_, pk = _top_categories(nothing, nothing, nothing.astype(float), 4, 3)
