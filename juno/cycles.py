@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
-from juno.grouping import STR, group_median, group_quantile, sorted_by_group, sorted_codes
+from juno.grouping import STR, group_median, group_order, group_quantile, sorted_by_group, sorted_codes
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -72,13 +72,14 @@ def _by_product(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (product, customer-day) rows sorted, as (product codes, packed customer-days).
 
-    `in_order`: the rows come sorted by customer-day, so one stable radix sort of the small
-    product codes is enough; otherwise one sort of int64 keys (product, customer, day packed).
+    `in_order`: the rows come sorted by customer-day, so one stable counting sort by product
+    code is enough (O(rows + products); a radix argsort of int16 codes, as before, took four
+    passes and ~2x the time, and stopped at 32k products); otherwise one sort of int64 keys
+    (product, customer, day packed).
     """
-    if in_order and n_k < 1 << 15:
-        k16 = k.astype(np.int16)
-        cd = cd[np.argsort(k16, kind="stable")]
-        k = np.repeat(np.arange(n_k, dtype=np.int32), np.bincount(k16, minlength=n_k))
+    if in_order:
+        cd = cd[group_order(k, n_k)]
+        k = np.repeat(np.arange(n_k, dtype=np.int32), np.bincount(k, minlength=n_k))
     elif n_k.bit_length() + cd_bits <= 62:
         key = np.sort((k.astype(np.int64) << cd_bits) | cd)
         k, cd = key >> cd_bits, key & ((1 << cd_bits) - 1)

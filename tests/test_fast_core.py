@@ -975,17 +975,23 @@ def test_tag_match_matches_reference() -> None:
         assert got.to_numpy(bool).tolist() == want.fillna(False).to_numpy(bool).tolist(), wanted
 
 
-def test_product_grouping_paths_agree() -> None:
+@pytest.mark.parametrize("n_k", [40, 40_000])  # and more products than an int16 code holds
+def test_product_grouping_paths_agree(n_k: int) -> None:
     from juno.cycles import _by_product
 
     rng = np.random.default_rng(5)
-    k = rng.integers(0, 40, 20000)
-    cd = np.sort(rng.integers(0, 1 << 30, 20000))  # sorted by customer-day, as the fast path needs
-    want_k, want_cd = _by_product(k, cd, 30, 40, False)  # one sort of packed keys
+    k = rng.integers(0, n_k, 20000)
+    cd = rng.integers(0, 1 << 30, 20000)
+    again = rng.integers(0, 20000, 2000)  # repeated (product, customer-day) rows: one is kept
+    k, cd = np.r_[k, k[again]], np.r_[cd, cd[again]]
+    by_day = np.argsort(cd, kind="stable")  # sorted by customer-day, as the fast path needs
+    k, cd = k[by_day], cd[by_day]
+    want_k, want_cd = _by_product(k, cd, 30, n_k, False)  # one sort of packed keys
     order = np.lexsort((cd, k))
     keep = np.r_[True, (k[order][1:] != k[order][:-1]) | (cd[order][1:] != cd[order][:-1])]
     assert np.array_equal(want_k, k[order][keep]) and np.array_equal(want_cd, cd[order][keep])
-    for got in (_by_product(k, cd, 30, 40, True), _by_product(k, cd, 60, 40, False)):  # radix; lexsort
+    assert len(want_k) < len(k)
+    for got in (_by_product(k, cd, 30, n_k, True), _by_product(k, cd, 60, n_k, False)):  # counting; lexsort
         assert np.array_equal(got[0], want_k) and np.array_equal(got[1], want_cd)
 
 
