@@ -289,20 +289,20 @@ def purchase_history(
     expanded = _lines_by_customer(pos, len(o), orders_by_customer)
     n_c = len(store.customers)
     # Customer and day packed in one int64 per line: one array to move through the sorts. Packed
-    # per order, then repeated over its lines: no line-long customer and day arrays on the way.
+    # per order (in the orders' row order, the days' range taken over every order: a range that
+    # holds the days used), then taken in one gather and repeated over each order's lines: no
+    # line-long customer and day arrays on the way, and one random gather instead of two.
     if expanded is not None and orders_by_customer is not None:
         rows, per_order = expanded
-        c_orders, day_orders = code[orders_by_customer], order_days[orders_by_customer]
-        with_lines = per_order > 0
-        d0, day_max = int(day_orders[with_lines].min()), int(day_orders[with_lines].max())
+        at = orders_by_customer
     else:
-        rows, per_order = idx, None
-        c_orders, day_orders = code[pos[idx]], order_days[pos[idx]]
-        d0, day_max = int(day_orders.min()), int(day_orders.max())
+        rows, per_order, at = idx, None, pos[idx]
+    d0, day_max = int(order_days.min()), int(order_days.max())
     day_bits = (day_max - d0).bit_length()
     assert n_c.bit_length() + day_bits <= 62
-    cd = (c_orders.astype(np.int64) << day_bits) | (day_orders - d0)
-    del c_orders, day_orders
+    cd = (code.astype(np.int64, copy=False) << day_bits) | (order_days - d0)
+    cd = cd[at]
+    del at
     if per_order is not None:
         cd = np.repeat(cd, per_order)
     rows = _narrow(rows)
