@@ -132,7 +132,10 @@ def confidence(
     if rule.margin_sensitive and margin_incomplete:
         note("medium", f"margin incomplete: cost known for {margin_coverage:.0%} of revenue")
     if "consent_known" not in ctx.cache:  # once per run, not once per cohort
-        ctx.cache["consent_known"] = np.asarray(ctx.f["email_consent"].to_numpy(object) != "unknown")
+        # Compared as Arrow text (missing counts as known, as an object comparison has it),
+        # not as a million Python strings.
+        known = ctx.f["email_consent"] != "unknown"
+        ctx.cache["consent_known"] = np.asarray(known.to_numpy(dtype=bool, na_value=True))
     consent_known = ctx.cache["consent_known"][m.mask].mean() if size else 1.0
     if consent_known < 0.5:
         note("medium", f"consent unknown for {1 - consent_known:.0%} of members")
