@@ -226,19 +226,27 @@ def _replenishment(ctx: Context) -> Membership:
     return Membership(mask, reasons)
 
 
+def _own_gap(ctx: Context) -> np.ndarray:
+    """Each customer's median gap in days, 0 without one: threshold-free, made once per run (the
+    lapsed rule is re-run for each of its thresholds moved +-10%)."""
+    if "own_gap" not in ctx.cache:
+        ctx.cache["own_gap"] = np.nan_to_num(_num(ctx.f, "median_gap_days"), nan=0.0)
+    return ctx.cache["own_gap"]
+
+
 def _lapsed_mask(ctx: Context) -> np.ndarray:
     f, th = ctx.f, ctx.th
     hv = ctx.eligible & (_num(f, "value_lifetime") >= ctx.resolved["high_value_cut"])
-    gap = np.nan_to_num(_num(f, "median_gap_days"), nan=0.0)
+    gap = _own_gap(ctx)
     limit = np.maximum(th.lapse_multiple * gap, th.lapse_min_days)
     rec = _num(f, "recency_days")
     return np.asarray(hv & (rec > limit) & (rec < th.lost_days), dtype=bool)
 
 
 def _lapsed(ctx: Context) -> Membership:
-    f, th = ctx.f, ctx.th
+    th = ctx.th
     mask = _lapsed_mask(ctx)
-    gap = np.nan_to_num(_num(f, "median_gap_days"), nan=0.0)
+    gap = _own_gap(ctx)
     pct = round(th.high_value_share * 100)
     return Membership(
         mask,
