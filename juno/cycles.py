@@ -53,13 +53,18 @@ class _Level:
     purchases: np.ndarray  # ... the number of distinct purchase days
     present: np.ndarray  # codes of the products bought at all (rows of `stats`)
     stats: pd.DataFrame  # product, median_days, pairs, customers, spread: no threshold changes them
+    # (product, customer) as one sorted int64 key per group: made on the first lookup and kept
+    # for the next (the cycles and each of their +-10% re-estimates look up the due rows).
+    _keys: np.ndarray | None = field(default=None, repr=False)
 
     def lookup(self, c: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Row in the (customer, product) arrays of each (c, k) pair; -1 where never bought."""
         out = np.full(len(c), -1, dtype=np.int64)
         if not len(self.gc):
             return out
-        keys = self.gk * self.n_customers + self.gc  # sorted: groups are in (code, customer) order
+        if self._keys is None:  # sorted: groups are in (code, customer) order
+            self._keys = self.gk * self.n_customers + self.gc
+        keys = self._keys
         want = k * self.n_customers + c.astype(np.int64)
         at = np.minimum(np.searchsorted(keys, want), len(keys) - 1)
         hit = (k >= 0) & (keys[at] == want)
