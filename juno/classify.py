@@ -125,6 +125,11 @@ def run_classification(store: Store, signals: Signals, config: Config) -> Classi
         stability_of[cid] = stability(cid, found[cid].mask, config.thresholds, rebuild)
     memberships: dict[str, Membership] = {cid: found[cid] for cid in cohort_ids}
     cycles = the_cycles()
+    # Every estimate of the cycles is made: the history's per-product arrays (~180 MB at a
+    # million customers) go now instead of staying with the context until the outputs are
+    # written (the cycles keep what the segment logic reads: the purchase frame's builder).
+    history.cache_clear()
+    cycle_cache.clear()
     # The texts of who is in which cohort (Arrow string kernels: 0.4 s at a million customers)
     # are built while the cohort facts below (NumPy and Python) are computed.
     texts = background.start(member_texts, memberships, ctx, len(f), name="juno-texts")

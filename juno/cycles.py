@@ -203,6 +203,23 @@ class PurchaseHistory:
         return self.purchase_rows
 
 
+class _Rows:
+    """Builds the per-line purchase frame on first use and keeps it: shared by a history and the
+    Cycles made from it. A Cycles holds this, not the history, so the history's per-product
+    arrays (~180 MB at a million customers) go once classification is done with them, not at the
+    end of the run: the segment logic and the backtest read the frame, a plain run never does."""
+
+    def __init__(self, build: Callable[[], pd.DataFrame]) -> None:
+        self._build: Callable[[], pd.DataFrame] | None = build
+        self._frame: pd.DataFrame | None = None
+
+    def __call__(self) -> pd.DataFrame:
+        if self._frame is None:
+            assert self._build is not None
+            self._frame, self._build = self._build(), None
+        return self._frame
+
+
 def _narrow(a: np.ndarray) -> np.ndarray:
     """Integer codes or row numbers as int32 when they fit: half the memory of 7.6M lines' int64."""
     if a.dtype == np.int32 or (len(a) and (int(a.max()) >= 1 << 31 or int(a.min()) < -(1 << 31))):
@@ -255,6 +272,7 @@ def purchase_history(
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
 
     def frame() -> pd.DataFrame:
+        idx = _narrow(np.flatnonzero(store.counted_lines()))  # not held until then (30 MB at 1M)
         at = pos[idx]
         return pd.DataFrame(
             {
@@ -271,7 +289,7 @@ def purchase_history(
     sku_codes = _narrow(sku_codes)
     ks = sku_codes[idx]
     if (kc < 0).all() and (ks < 0).all():
-        return PurchaseHistory(frame, {}, "order lines carry no category or SKU")
+        return PurchaseHistory(_Rows(frame), {}, "order lines carry no category or SKU")
     # Each SKU's category: the category of its first counted line (missing: -1).
     # First line per SKU code: pandas' hash-based drop_duplicates (first kept) instead of a
     # scatter-min over every line (np.minimum.at: 0.27 s at a million customers, this 0.04 s).
@@ -316,7 +334,7 @@ def purchase_history(
         lv = _level(_narrow(k)[rows], cd, day_bits, d0, names, n_c, expanded is not None)
         if lv is not None:
             levels[name] = lv
-    return PurchaseHistory(frame, levels, None, sku_category, cat_names, sku_categories)
+    return PurchaseHistory(_Rows(frame), levels, None, sku_category, cat_names, sku_categories)
 
 
 def estimate_cycles(
@@ -339,7 +357,7 @@ def estimate_cycles(
     )
     h = history or purchase_history(store, code)
     if h.reason_none is not None:
-        return Cycles(empty_tab, empty_due, h.purchases, h.reason_none, h.sku_categories)
+        return Cycles(empty_tab, empty_due, h.purchase_rows, h.reason_none, h.sku_categories)
     tables = []
     dues = []
     # Per level with due rows: (level number, product codes, category codes, last purchase days,
@@ -411,7 +429,8 @@ def estimate_cycles(
         c_due = np.concatenate([x[4] for x in picked]) if picked else np.zeros(0, dtype=np.int64)
         if len(c_due):
             c_due = c_due[~_later(h, picked)]
-        return Cycles(table.reset_index(drop=True), pd.DataFrame({"c": c_due}), h.purchases, reason, h.sku_categories)
+        due_c = pd.DataFrame({"c": c_due})
+        return Cycles(table.reset_index(drop=True), due_c, h.purchase_rows, reason, h.sku_categories)
     due = pd.concat(dues, ignore_index=True) if dues else empty_due
     if len(due):
         # Category of each due product; a SKU-level due needs no later purchase in its category.
@@ -422,7 +441,7 @@ def estimate_cycles(
         keep = np.flatnonzero(~_later(h, picked))
         order = keep[np.lexsort((product[keep], level_no[keep], c_due[keep]))]
         due = due.iloc[order].reset_index(drop=True)
-    return Cycles(table.reset_index(drop=True), due, h.purchases, reason, h.sku_categories)
+    return Cycles(table.reset_index(drop=True), due, h.purchase_rows, reason, h.sku_categories)
 
 
 def _due(

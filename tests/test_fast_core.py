@@ -581,6 +581,34 @@ def test_identity_found_during_validation(store_dir: Path, name: str) -> None:
         assert np.array_equal(a.levels[level].last_day, b.levels[level].last_day)
 
 
+def test_purchase_history_goes_once_classification_is_done(store_dir: Path) -> None:
+    """The history's per-product arrays are not kept until the outputs are written: nothing
+    holds the history once classification returns, and the cycles still give the purchase frame
+    (built on first use, the same as the history's own)."""
+    import gc
+    import weakref
+
+    config = Config()
+    store = load(store_dir, config)
+    sig = compute_signals(store, config, history=True)
+    handed: list[weakref.ref[Any]] = []
+    take = sig.take_history
+
+    def spy() -> Any:
+        found = take()
+        if found is not None:
+            handed.append(weakref.ref(found))
+        return found
+
+    sig.take_history = spy  # type: ignore[method-assign]
+    cl = run_classification(store, sig, config)
+    gc.collect()
+    assert len(handed) == 1 and handed[0]() is None
+    assert sig.order_codes is not None
+    want = purchase_history(store, sig.order_codes).purchases()
+    pd.testing.assert_frame_equal(cl.cycles.purchases, want, check_exact=True)
+
+
 def test_customers_handed_over_are_the_final_table(tmp_path: Path) -> None:
     """Customers out of id order, and one known only from an order: validation adds and sorts
     before it hands the table over, so the identities are those of the Store's rows."""
