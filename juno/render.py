@@ -142,13 +142,14 @@ class CellsAhead:
     What is made ahead is held until the write: up to `budget` bytes of it as it is, then, up to
     `packed` more bytes, LZ4-compressed (CSV text of numbers and codes packs ~2.5x, at ~0.5 GB/s
     on the core that would otherwise wait, and unpacks at ~1.5 GB/s in the write); the rest is
-    left to `write_csv`. At a million customers the 96 MB held as it is were ~45% of these
-    columns' text, and a core was idle for the last ~0.3 s of classification and the first
-    ~0.2 s of the write (bench/README.md, round 11).
+    left to `write_csv`. At a million customers these columns' text is 207 MB: 96 MB held as it
+    is (the budget until round 11) left a core idle for the last ~0.3 s of classification and
+    the first ~0.2 s of the write; 192 MB, once the purchase history no longer stayed until the
+    write, fits the memory target (bench/README.md, round 11).
     """
 
     def __init__(
-        self, columns: dict[str, Any], rows: int, budget: int = 96 << 20, packed: int = 48 << 20
+        self, columns: dict[str, Any], rows: int, budget: int = 192 << 20, packed: int = 48 << 20
     ) -> None:
         self.names = list(columns)
         # A column given as None is all missing (a table built from the same dict holds None in
