@@ -28,10 +28,45 @@ def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
         arr = pa.array(e)
         if isinstance(arr, pa.ChunkedArray):
             arr = arr.combine_chunks()
-        # What pandas' str.strip().str.lower() run on Arrow strings, without a Series per step.
-        arr = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
+        # What pandas' str.strip().str.lower() run on Arrow strings, without a Series per step:
+        # by the ASCII kernels where they give the same (no byte the Unicode ones treat apart).
+        if _plain_ascii(arr):
+            arr = pc.ascii_lower(pc.ascii_trim_whitespace(arr))
+        else:
+            arr = pc.utf8_lower(pc.utf8_trim_whitespace(arr))
     else:
         arr = pa.array(e.str.strip().str.lower())
+    # Most addresses are their own key: one with an '@' after some text, no '+' and neither
+    # Gmail domain is rewritten to itself. Only the others are split and rewritten (1M addresses
+    # with few such: 0.34 -> ~0.17 s).
+    rewrite = pc.less_equal(pc.find_substring(arr, "@"), 0)  # no '@', or nothing before it
+    if cfg.ignore_plus_tags:
+        rewrite = pc.or_(rewrite, pc.match_substring(arr, "+"))
+    rewrite = pc.or_(rewrite, pc.ends_with(arr, "@googlemail.com"))
+    if cfg.ignore_gmail_dots:
+        rewrite = pc.or_(rewrite, pc.ends_with(arr, "@gmail.com"))
+    rewrite = pc.fill_null(rewrite, False)
+    if pc.all(rewrite, min_count=0).as_py():
+        keyed = _rewritten(arr, cfg)
+    elif pc.any(rewrite).as_py():
+        keyed = pc.replace_with_mask(arr, rewrite, _rewritten(pc.filter(arr, rewrite), cfg))
+    else:
+        keyed = arr
+    return pd.Series(pd.array(keyed, dtype="string"), index=s.index)
+
+
+def _plain_ascii(arr: pa.Array) -> bool:
+    """Whether every byte is ASCII outside 0x1c-0x1f (which Arrow's Unicode trim takes for
+    whitespace and its ASCII trim does not): the ASCII kernels then give the Unicode ones' text."""
+    offsets, data = string_buffers(arr)
+    body = data[int(offsets[0]) : int(offsets[-1])] if len(arr) else data[:0]
+    return not bool(((body >= 0x80) | ((body >= 0x1C) & (body <= 0x1F))).any())
+
+
+def _rewritten(arr: pa.Array, cfg: Duplicates) -> pa.Array:
+    """`normalise_email`'s keys of lower-cased, trimmed addresses: split at the first '@' (null
+    without one), Googlemail as Gmail, the plus tag and Gmail dots dropped as configured, null
+    where nothing comes before the '@'."""
     # Arrow kernels throughout: splitting into Python lists costs ~30 s per million emails.
     local, domain = _split_at(arr)
     domain = pc.if_else(pc.equal(domain, "googlemail.com"), "gmail.com", domain)
@@ -43,8 +78,8 @@ def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
         gmail = pc.fill_null(pc.equal(domain, "gmail.com"), False)
         local = _rewrite(local, gmail, lambda x: pc.replace_substring(x, ".", ""))
     joined = pc.binary_join_element_wise(local, domain, pa.scalar("@", local.type))
-    joined = pc.if_else(pc.fill_null(pc.equal(local, ""), False), pa.scalar(None, joined.type), joined)
-    return pd.Series(pd.array(joined, dtype="string"), index=s.index)
+    out: pa.Array = pc.if_else(pc.fill_null(pc.equal(local, ""), False), pa.scalar(None, joined.type), joined)
+    return out
 
 
 def _split_at(arr: pa.Array) -> tuple[pa.Array, pa.Array]:

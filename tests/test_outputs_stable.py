@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from juno import identity
 from juno.checks import _covered_by_active_subscription
@@ -245,6 +247,30 @@ def test_email_keys_match_reference() -> None:
         got = normalise_email(s, cfg).astype(object).to_numpy()
         want = _reference_normalise_email(s, cfg).astype(object).to_numpy()
         assert all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(got, want, strict=True))
+
+
+_EMAIL_PARTS = st.sampled_from(
+    ["a", "B", ".", "+", "@", "x1", "é", "\x1c", "\x1f", " ", "\t", "\n", "\u00a0", "@gmail.com",
+     "@GMail.Com", "@googlemail.com", "@GoogleMail.COM", "gmail.com", "@example.org", "'", "-"]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(st.none(), st.lists(_EMAIL_PARTS, max_size=6).map("".join)), min_size=1, max_size=40),
+    st.booleans(),
+    st.booleans(),
+)
+def test_email_keys_match_reference_on_any_text(emails: list[str | None], plus: bool, dots: bool) -> None:
+    """Addresses keyed as they stand (the usual: an '@' after some text, no '+', no Gmail
+    domain) and those split and rewritten, ASCII or not (the ASCII kernels only where they agree
+    with the Unicode ones: bytes 0x1c-0x1f are whitespace to the latter), give the reference's
+    keys."""
+    s = pd.Series(emails, dtype="string")
+    cfg = Duplicates(ignore_plus_tags=plus, ignore_gmail_dots=dots)
+    got = normalise_email(s, cfg).astype(object).to_numpy()
+    want = _reference_normalise_email(s, cfg).astype(object).to_numpy()
+    assert all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(got, want, strict=True)), (got, want)
 
 
 def test_written_csv_bytes_match_pandas(tmp_path: Path) -> None:
