@@ -28,7 +28,7 @@ from juno.cohorts import (
 )
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles, PurchaseHistory, estimate_cycles, purchase_history
-from juno.grouping import subset_codes
+from juno.grouping import STR, subset_codes
 from juno.memory import release_free_memory
 from juno.signals import Signals
 from juno.validate import Store
@@ -239,7 +239,7 @@ def _text(values: np.ndarray) -> Any:
     a = pa.array(values, pa.large_string(), from_pandas=True)
     if a.null_count == len(a):
         return values
-    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    return pd.array(a, dtype=STR)
 
 
 def _as_str(s: pd.Series) -> Any:
@@ -255,7 +255,7 @@ def _coded(texts: list[str], code: np.ndarray) -> Any:
     if len(code) == 0:
         return _text(np.array(texts, dtype=object)[code])
     a = pa.array(texts, pa.large_string()).take(pa.array(code))
-    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    return pd.array(a, dtype=STR)
 
 
 def _coded_with(texts: list[str], code: np.ndarray, rows: list[tuple[np.ndarray, np.ndarray]]) -> Any:
@@ -278,7 +278,7 @@ def _coded_with(texts: list[str], code: np.ndarray, rows: list[tuple[np.ndarray,
         a = pc.replace_with_mask(a, pa.array(mask), pa.array(cells, pa.large_string(), from_pandas=True))
     if a.null_count == len(a):  # no text at all: left as objects, as `_text` leaves them
         return objects()
-    return pd.array(a, dtype=pd.StringDtype("pyarrow", na_value=np.nan))
+    return pd.array(a, dtype=STR)
 
 
 _STATUS = ("classified", "excluded", "merged", "unclassified")
@@ -357,8 +357,7 @@ def _member_texts(memberships: dict[str, Membership], ctx: Context, n: int) -> t
     where = np.full(n, len(found), dtype=np.int64)
     where[rows] = inverse
     reasons = pa.concat_arrays([acc, pa.array([""], pa.large_string())]).take(pa.array(where))
-    dtype = pd.StringDtype("pyarrow", na_value=np.nan)
-    return _coded(names, code), pd.array(reasons, dtype=dtype)
+    return _coded(names, code), pd.array(reasons, dtype=STR)
 
 
 def _reasons_joined(
