@@ -45,13 +45,7 @@ def normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:
     rewrite = pc.or_(rewrite, pc.ends_with(arr, "@googlemail.com"))
     if cfg.ignore_gmail_dots:
         rewrite = pc.or_(rewrite, pc.ends_with(arr, "@gmail.com"))
-    rewrite = pc.fill_null(rewrite, False)
-    if pc.all(rewrite, min_count=0).as_py():
-        keyed = _rewritten(arr, cfg)
-    elif pc.any(rewrite).as_py():
-        keyed = pc.replace_with_mask(arr, rewrite, _rewritten(pc.filter(arr, rewrite), cfg))
-    else:
-        keyed = arr
+    keyed = _rewrite(arr, pc.fill_null(rewrite, False), lambda x: _rewritten(x, cfg))
     return pd.Series(pd.array(keyed, dtype="string"), index=s.index)
 
 
