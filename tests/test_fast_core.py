@@ -968,14 +968,17 @@ def test_category_lists_match_join(n_cat: int) -> None:
     pd.testing.assert_series_equal(pd.Series(got), want, check_exact=True)
 
 
-def test_duplicate_groups_match_reference() -> None:
+@pytest.mark.parametrize(("n_emails", "n_phones"), [(1200, 900), (40_000, 9000)])
+def test_duplicate_groups_match_reference(n_emails: int, n_phones: int) -> None:
+    # Dense draws: most keys shared. Sparse ones, as in a real store: most keys held once, and
+    # identities linked through records whose other key is theirs alone.
     rng = np.random.default_rng(9)
     n = 3000
     emails = pd.Series(
-        np.where(rng.random(n) < 0.1, None, [f"u{i}@x.com" for i in rng.integers(0, 1200, n)]), dtype="string"
+        np.where(rng.random(n) < 0.1, None, [f"u{i}@x.com" for i in rng.integers(0, n_emails, n)]), dtype="string"
     )
     phones = pd.Series(
-        np.where(rng.random(n) < 0.5, None, [f"+1415555{i:04d}" for i in rng.integers(0, 900, n)]), dtype="string"
+        np.where(rng.random(n) < 0.5, None, [f"+1415{i:07d}" for i in rng.integers(0, n_phones, n)]), dtype="string"
     )
     cust = pd.DataFrame({"email": emails, "phone": phones})
     for cfg in (Duplicates(), Duplicates(ignore_plus_tags=False, ignore_gmail_dots=False)):
