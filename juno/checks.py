@@ -9,7 +9,7 @@ import pandas as pd
 
 from juno.cohorts import Context, Membership
 from juno.config import Config
-from juno.grouping import subset_codes
+from juno.grouping import STR, key_codes, subset_codes
 from juno.parse import positions
 
 # Flags that hold a customer back from outreach (counted as "held back" per cohort).
@@ -65,10 +65,15 @@ def _covered_by_active_subscription(
     d_c = due["c"].to_numpy(int)
 
     def covered(sub_key: pd.Series, due_key: pd.Series) -> np.ndarray:
-        """Due rows whose (customer, key) pair an active subscription has: one hash join."""
-        have = pd.MultiIndex.from_arrays([code, sub_key.fillna("").to_numpy(object)])
-        wanted = pd.MultiIndex.from_arrays([d_c, due_key.to_numpy(object)])
-        return np.asarray(wanted.isin(have), dtype=bool)
+        """Due rows whose (customer, key) pair an active subscription has. The texts of both
+        sides numbered together (one Arrow dictionary encode), each pair is one integer: a
+        sorted lookup, where a MultiIndex of Python strings took ~0.13 s at a million customers."""
+        texts = pd.concat([sub_key.fillna("").astype(STR), due_key.astype(STR)], ignore_index=True)
+        codes, n_texts = key_codes(texts)
+        have = code.astype(np.int64) * n_texts + codes[: len(sub_key)]
+        at = codes[len(sub_key) :]
+        wanted = d_c.astype(np.int64) * n_texts + at
+        return np.isin(wanted, have) & (at >= 0)  # a missing due key is no pair
 
     hit = covered(act["category"], due["category"].fillna("")) | covered(act["sku"], due["product"])
     out[d_c[hit]] = True
