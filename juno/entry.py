@@ -22,6 +22,9 @@ def prepare_process() -> None:
     (bench/peak.py); call it before anything imports numpy or pyarrow."""
     os.environ.setdefault("NUMPY_MADVISE_HUGEPAGE", "0")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    # Juno makes no BLAS call; numpy's OpenBLAS would still start a thread per core at import,
+    # and those spin for ~0.1 s of CPU while the run's own threads start (bench/README.md).
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from juno.memory import keep_freed_heap, shorten_arrow_decay
 
     keep_freed_heap()

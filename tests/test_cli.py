@@ -78,14 +78,17 @@ def test_console_entry_sets_allocator_defaults_before_numpy_and_arrow_load() -> 
         "from juno.entry import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "import pyarrow as pa\n"
-        "print('RESULT', os.environ['NUMPY_MADVISE_HUGEPAGE'], pa.default_memory_pool().backend_name)\n"
+        "print('RESULT', os.environ['NUMPY_MADVISE_HUGEPAGE'], pa.default_memory_pool().backend_name,"
+        " os.environ['OPENBLAS_NUM_THREADS'])\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMPY_MADVISE_HUGEPAGE", "ARROW_DEFAULT_MEMORY_POOL")}
+    settings = ("NUMPY_MADVISE_HUGEPAGE", "ARROW_DEFAULT_MEMORY_POOL", "OPENBLAS_NUM_THREADS")
+    env = {k: v for k, v in os.environ.items() if k not in settings}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 jemalloc"
+    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 jemalloc 1"
     env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    env["OPENBLAS_NUM_THREADS"] = "2"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 system"
+    assert out.stdout.strip().splitlines()[-1] == "RESULT 0 system 2"
 
 
 def test_console_entry_shortens_arrow_decay_unless_configured() -> None:
