@@ -98,6 +98,23 @@ def _tags_match(tags: pd.Series, wanted: list[str]) -> pd.Series:
     return out
 
 
+def _counts(code: np.ndarray, flags: tuple[np.ndarray, ...], most: int, n: int) -> list[np.ndarray]:
+    """Per customer (`code` per order), how many orders each of `flags` marks, as int64; `most`:
+    the most orders any customer has. The flags go into one bincount as bit fields of a float
+    weight when they fit in its 53-bit mantissa: every partial sum is then an integer below
+    2**53, exact, and each field's total stays below its next field (a bincount per flag, as
+    before, took ~50 ms each at a million customers)."""
+    bits = max(most.bit_length(), 1)
+    if bits * len(flags) > 53:
+        return [np.bincount(code, weights=f.astype(float), minlength=n).astype(np.int64) for f in flags]
+    w = flags[0].astype(float)
+    for i, f in enumerate(flags[1:], start=1):
+        np.add(w, float(1 << (i * bits)), out=w, where=f)
+    packed = np.bincount(code, weights=w, minlength=n).astype(np.int64)
+    mask = (1 << bits) - 1
+    return [(packed >> (i * bits)) & mask for i in range(len(flags))]
+
+
 # A customer's subscription status: the highest-ranked of its subscriptions', by rank (0: none).
 _SUBSCRIPTION_RANKED = ("none", "cancelled", "paused", "active")
 
@@ -358,10 +375,15 @@ def _signals(
         return np.bincount(code, weights=np.asarray(w, dtype=float), minlength=n)
 
     cw = counts & in_window
-    orders_window = agg(cw.astype(float)).astype(np.int64)
     orders_all = np.bincount(code, minlength=n).astype(np.int64)
+    # Four counts per customer (counted orders, those in the window, those with a discount in
+    # the window, refunded orders) from one bincount: each order's four yes/no packed as bit
+    # fields of one weight, wide enough for the customer with the most orders.
+    orders_lifetime, orders_window, discounted_window, refunded_orders = _counts(
+        code, (counts, cw, cw & has_disc, refunded_any), int(orders_all.max()), n
+    )
     net_lifetime = agg(net)
-    cols["orders_lifetime"] = agg(counts.astype(float)).astype(np.int64)
+    cols["orders_lifetime"] = orders_lifetime
     cols["orders_window"] = orders_window
     cols["orders_all_lifetime"] = orders_all
     cols["net_revenue_lifetime"] = net_lifetime
@@ -372,14 +394,12 @@ def _signals(
     cols["cost_coverage"] = np.divide(known_rev, net_lifetime, out=np.ones(n), where=net_lifetime > 0)
     gross_window = agg(net + disc, cw)
     cols["discount_share_window"] = np.divide(
-        agg(has_disc.astype(float), cw), orders_window, out=np.zeros(n), where=orders_window > 0
+        discounted_window, orders_window, out=np.zeros(n), where=orders_window > 0
     )
     cols["discount_rate_window"] = np.divide(
         agg(disc, cw), gross_window, out=np.zeros(n), where=gross_window > 0
     )
-    cols["refund_rate"] = np.divide(
-        agg(refunded_any.astype(float)), orders_all, out=np.zeros(n), where=orders_all > 0
-    )
+    cols["refund_rate"] = np.divide(refunded_orders, orders_all, out=np.zeros(n), where=orders_all > 0)
     total_net = float(net[counts].sum())
     known_net = float(net[counts & cost_known].sum())
     # Free the per-order arrays (dozens of MB each at 1M customers) before the line-level peak.

@@ -33,6 +33,7 @@ from juno.signals import (
     Identity,
     Signals,
     _category_lists,
+    _counts,
     _tags_match,
     _top_categories,
     compute_signals,
@@ -1105,3 +1106,21 @@ def test_run_rows_are_concatenated_ranges() -> None:
         assert got.tolist() == want and got.dtype == np.int32
     big = _run_rows(np.array([5, 2**31 - 2]), np.array([2, 3]))
     assert big.tolist() == [5, 6, 2**31 - 2, 2**31 - 1, 2**31] and big.dtype == np.int64
+
+
+@pytest.mark.parametrize("heavy", [0, 8191, 20_000])
+def test_order_counts_packed_match_one_bincount_each(heavy: int) -> None:
+    """signals._counts: four yes/no counts per customer from one bincount of bit-packed weights,
+    against a bincount per flag. `heavy`: one customer with that many orders, every flag set:
+    8191 fills each 13-bit field to the top (no carry into the next); 20,000 needs 15 bits a
+    field, too wide for four in a float's mantissa (one bincount per flag then)."""
+    rng = np.random.default_rng(5)
+    n = 500
+    code = np.concatenate([rng.integers(0, n, 20_000), np.full(heavy, 7)])
+    flags = tuple(np.concatenate([rng.random(20_000) < p, np.ones(heavy, bool)]) for p in (0.9, 0.5, 0.2, 0.05))
+    most = int(np.bincount(code, minlength=n).max())
+    got = _counts(code, flags, most, n)
+    for g, f in zip(got, flags, strict=True):
+        want = np.bincount(code, weights=f.astype(float), minlength=n).astype(np.int64)
+        assert g.dtype == np.int64 and np.array_equal(g, want)
+    assert got[3][7] >= heavy
