@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
 
 
-def _dictionary_encode(s: pd.Series) -> tuple[np.ndarray, pa.Array]:
+def dictionary_codes(s: pd.Series) -> tuple[np.ndarray, pa.Array]:
     """An Arrow string column's Arrow dictionary encoding: (index per row, -1 for missing;
     the distinct values in order of first appearance)."""
     arr = pa.array(s)
@@ -36,7 +36,7 @@ def sorted_codes(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     order (code order = string order), -1 for missing. `pd.factorize(s, sort=True)`, without
     pandas' Python-level sort of an Arrow column (one Arrow dictionary encode instead)."""
     if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
-        idx, dictionary = _dictionary_encode(s)
+        idx, dictionary = dictionary_codes(s)
         names = np.asarray(dictionary.to_numpy(zero_copy_only=False), dtype=object)
         order = np.argsort(names, kind="stable")  # Python str order: code points, as Arrow sorts
         rank = np.empty(len(names) + 1, dtype=np.int64)
@@ -63,7 +63,7 @@ def key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
     """(code per row, number of distinct values): codes in order of first appearance, -1 for
     missing. For grouping by equal keys when the order of the groups does not matter."""
     if isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow":
-        idx, dictionary = _dictionary_encode(s)
+        idx, dictionary = dictionary_codes(s)
         return idx, len(dictionary)
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     return np.asarray(codes, dtype=np.int64), len(uniques)

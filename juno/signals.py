@@ -15,7 +15,14 @@ from pandas.api.extensions import ExtensionArray
 from juno import background
 from juno.config import Config
 from juno.cycles import PurchaseHistory, purchase_history
-from juno.grouping import STR, group_median, group_order, sorted_by_group, sorted_codes
+from juno.grouping import (
+    STR,
+    dictionary_codes,
+    group_median,
+    group_order,
+    sorted_by_group,
+    sorted_codes,
+)
 from juno.identity import duplicate_groups
 from juno.memory import release_free_memory
 from juno.parse import positions
@@ -80,8 +87,20 @@ def join_by_group(keys: np.ndarray, texts: np.ndarray, sep: str = ";") -> tuple[
 
 
 def _tags_match(tags: pd.Series, wanted: list[str]) -> pd.Series:
+    """Per customer, whether its comma-separated tags hold one of `wanted` (case-insensitive)."""
     if not wanted:
         return pd.Series(False, index=tags.index)
+    if isinstance(tags.dtype, pd.StringDtype) and tags.dtype.storage == "pyarrow" and len(tags):
+        # A store has a few hundred distinct tag texts over a million customers: each text is
+        # matched once (missing as "", the last entry) and the answers taken per customer.
+        codes, distinct = dictionary_codes(tags)
+        texts = pd.Series(pa.concat_arrays([distinct.cast(pa.large_string()), pa.array([""], pa.large_string())]))
+        hit = _tags_match_texts(texts.astype("string"), wanted).to_numpy(bool)
+        return pd.Series(hit[codes], index=tags.index)
+    return _tags_match_texts(tags, wanted)
+
+
+def _tags_match_texts(tags: pd.Series, wanted: list[str]) -> pd.Series:
     t = tags.astype("string").str.lower().fillna("")
     lowered = pd.Series(wanted).str.lower()
     pattern = r"(?:^|,)\s*(?:" + "|".join(
