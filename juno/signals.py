@@ -524,7 +524,10 @@ def _signals(
             arr[merged] = 0
             cols[col] = arr
 
-    f = pd.DataFrame(cols)
+    # Each column keeps its own array: no array here is anyone else's, and stacking the ~30
+    # float and integer columns into 2D blocks copied ~0.3 GB at a million customers (~0.3 s,
+    # most of it fresh pages) for nothing the later steps need.
+    f = pd.DataFrame(cols, copy=False)
     del cols
     release_free_memory()
     coverage = known_net / total_net if total_net > 0 else 0.0
