@@ -74,11 +74,21 @@ def group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
     `np.argsort(groups, kind="stable")` by one counting pass (pandas' groupsort_indexer, O(n +
     n_groups): 4.8M orders by 1M customers 0.07-0.16 s against 0.6 s for a sort of (group, row)
     keys, which stays the way where pandas no longer has it)."""
+    return group_order_counts(groups, n_groups)[0]
+
+
+def group_order_counts(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """(`group_order`, the rows per group): the counting pass counts them anyway."""
     m = len(groups)
     groupsort_indexer = _pandas_groupsort()
     if groupsort_indexer is not None and m:
-        order, _ = groupsort_indexer(np.asarray(groups, dtype=np.intp), n_groups)
-        return np.asarray(order, dtype=np.intp)
+        order, counts = groupsort_indexer(np.asarray(groups, dtype=np.intp), n_groups)
+        return np.asarray(order, dtype=np.intp), np.asarray(counts[1:], dtype=np.int64)  # [0]: code -1
+    return _group_order(groups, n_groups), np.bincount(groups, minlength=n_groups).astype(np.int64)
+
+
+def _group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    m = len(groups)
     if m and n_groups * m < 1 << 62:
         return np.asarray(np.sort(np.asarray(groups, dtype=np.int64) * m + np.arange(m)) % m, dtype=np.intp)
     return np.asarray(np.argsort(groups, kind="stable"), dtype=np.intp)

@@ -34,6 +34,7 @@ from juno.signals import (
     Signals,
     _category_lists,
     _counts,
+    _order_history,
     _tags_match,
     _top_categories,
     compute_signals,
@@ -1092,6 +1093,10 @@ def test_group_order_is_a_stable_sort_by_group(pandas_sort: bool, monkeypatch: p
         got = grouping.group_order(groups, n_groups)
         np.testing.assert_array_equal(got, np.argsort(groups, kind="stable"))
         assert got.dtype == np.intp
+        order, counts = grouping.group_order_counts(groups, n_groups)
+        np.testing.assert_array_equal(order, got)
+        np.testing.assert_array_equal(counts, np.bincount(groups, minlength=n_groups))
+        assert counts.dtype == np.int64
 
 
 def test_run_rows_are_concatenated_ranges() -> None:
@@ -1126,3 +1131,20 @@ def test_order_counts_packed_match_one_bincount_each(heavy: int) -> None:
         want = np.bincount(code, weights=f.astype(float), minlength=n).astype(np.int64)
         assert g.dtype == np.int64 and np.array_equal(g, want)
     assert got[3][7] >= heavy
+
+
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_order_history_is_a_stable_sort_by_customer_then_time(in_time_order: bool) -> None:
+    """signals._order_history against np.lexsort: the permutation, and the customer codes and
+    times it gives (codes counted and repeated, not gathered). Customers 0 and n-1 have no order."""
+    rng = np.random.default_rng(3)
+    n, m = 300, 5_000
+    code = rng.integers(1, n - 1, m)
+    t = rng.integers(0, 400, m).astype("datetime64[D]").astype("datetime64[ns]")  # ties within a customer
+    if in_time_order:
+        t = np.sort(t)
+    order, c_sorted, t_sorted = _order_history(code, t, n)
+    want = np.lexsort((np.arange(m), t.view(np.int64), code))
+    assert np.array_equal(order, want)
+    assert c_sorted.dtype == code.dtype and np.array_equal(c_sorted, code[want])
+    assert np.array_equal(t_sorted, t.view(np.int64)[want])
