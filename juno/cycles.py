@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from juno.config import Thresholds
-from juno.grouping import STR, group_median, group_order, group_quantile, sorted_by_group, sorted_codes
+from juno.grouping import STR, group_median, group_order_counts, group_quantile, sorted_by_group, sorted_codes
 from juno.validate import Store
 
 DAY = np.timedelta64(1, "D")
@@ -83,8 +83,10 @@ def _by_product(
     (product, customer, day packed).
     """
     if in_order:
-        cd = cd[group_order(k, n_k)]
-        k = np.repeat(np.arange(n_k, dtype=np.int32), np.bincount(k, minlength=n_k))
+        order, per_product = group_order_counts(k, n_k)  # the counting sort counts them anyway
+        cd = cd[order]
+        del order
+        k = np.repeat(np.arange(n_k, dtype=np.int32), per_product)
     elif n_k.bit_length() + cd_bits <= 62:
         key = np.sort((k.astype(np.int64) << cd_bits) | cd)
         k, cd = key >> cd_bits, key & ((1 << cd_bits) - 1)
@@ -125,7 +127,8 @@ def _level(
     del gk_gap, gap
     # A product's rows are its customers' first days and their later ones (one per gap): rows
     # per product read off the sorted codes, not counted again over a selection of the rows.
-    customers = np.diff(np.searchsorted(k, np.arange(n_k + 1))) - pairs
+    # (Searched with k's own integer type: int64 codes against int32 ones copy all of k first.)
+    customers = np.diff(np.searchsorted(k, np.arange(n_k + 1, dtype=k.dtype))) - pairs
     median = group_median(sv, pairs)
     with np.errstate(divide="ignore", invalid="ignore"):
         spread = (group_quantile(sv, pairs, 0.75) - group_quantile(sv, pairs, 0.25)) / median
