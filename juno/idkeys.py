@@ -119,6 +119,16 @@ def _digit_prefix(arrays: list[pa.Array], width: int) -> bytes | None:
     p = max((i + 1 for i, b in enumerate(head) if not 48 <= b <= 57), default=0)
     if not 1 <= width - p <= _MAX_DIGITS:
         return None
+    if width <= 8:  # each cell one 64-bit word: a few word operations per cell, not one per byte
+        word = int.from_bytes(head[:p], "little")
+        keep = (1 << (8 * p)) - 1
+        for a in arrays:
+            x = _word(a, width)
+            if p and not bool(((x & np.uint64(keep)) == np.uint64(word)).all()):
+                return None
+            if not bool(_all_digits(_digits_aligned(x, width, p)).all()):
+                return None
+        return head[:p]
     want = np.frombuffer(head[:p], dtype=np.uint8)
     for a in arrays:
         m = _cells(a, width)
@@ -132,12 +142,55 @@ def _digit_prefix(arrays: list[pa.Array], width: int) -> bytes | None:
 
 def _digit_number(a: pa.Array, width: int, prefix: bytes) -> np.ndarray:
     """The number each cell's digits (after `prefix`) spell, as uint64."""
+    if width <= 8:
+        return _eight_digits(_digits_aligned(_word(a, width), width, len(prefix)))
     d = _cells(a, width)[:, len(prefix) :]
     out = np.zeros(len(a), dtype=np.uint64)
     for j in range(d.shape[1]):
         out *= np.uint64(10)
         out += d[:, j] - np.uint8(48)
     return out
+
+
+# Every byte of a 64-bit word at once: its high and low nibbles, '0' in each, 6 in each.
+_HIGH, _LOW = np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(0x0F0F0F0F0F0F0F0F)
+_ZEROS, _SIXES = np.uint64(0x3030303030303030), np.uint64(0x0606060606060606)
+
+
+def _word(a: pa.Array, width: int) -> np.ndarray:
+    """Each cell of a text array of one width (at most 8 bytes) as a little-endian uint64: its
+    first byte the lowest, zero bytes after its last (see `_packed`)."""
+    return _packed(a, width)
+
+
+def _digits_aligned(x: np.ndarray, width: int, prefix: int) -> np.ndarray:
+    """The cells' digits (the bytes after a `prefix` of `width`-byte cells, as `_word` gives
+    them) right-aligned in eight ASCII digits: the last digit in the highest byte, '0's before
+    the first digit. Bytes that are no digit stay what they are (see `_all_digits`)."""
+    shift = np.uint64(8 * (8 - width))
+    low = 8 - width + prefix  # bytes below the first digit once shifted
+    if not low:  # eight digits from the first byte: the word as it is
+        return x
+    shifted = x << shift if shift else x.copy()
+    shifted &= np.uint64(((1 << 64) - 1) ^ ((1 << (8 * low)) - 1))
+    shifted |= np.uint64(int.from_bytes(b"0" * low, "little"))
+    return shifted
+
+
+def _all_digits(x: np.ndarray) -> np.ndarray:
+    """Per word, whether all eight bytes are ASCII digits: high nibble 3, low nibble at most 9
+    (adding 6 to a low nibble above 9 carries into the high one)."""
+    ok: np.ndarray = ((x & _HIGH) == _ZEROS) & ((((x & _LOW) + _SIXES) & _HIGH) == 0)
+    return ok
+
+
+def _eight_digits(x: np.ndarray) -> np.ndarray:
+    """The number eight ASCII digits spell (the first in the lowest byte), per word: pairs, then
+    fours, then all eight combined by three multiply-adds, each lane wide enough for its value."""
+    v = x - _ZEROS
+    v = (v * np.uint64(10) + (v >> np.uint64(8))) & np.uint64(0x00FF00FF00FF00FF)
+    v = (v * np.uint64(100) + (v >> np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
+    return (v * np.uint64(10000) + (v >> np.uint64(32))) & np.uint64(0xFFFFFFFF)
 
 
 def _packed(a: pa.Array, width: int) -> np.ndarray:

@@ -1049,3 +1049,35 @@ def test_clean_csv_columns_are_read_typed_and_quoted_from_the_file(tmp_path: Pat
         assert str(frame[column].dtype) == want, column
         assert (column in text) == (want != "string")
         assert frame["discount"].dtype == np.float64
+
+
+def test_short_ids_as_words_match_their_digits() -> None:
+    """Ids of up to 8 bytes are checked and numbered as 64-bit words (juno.idkeys): the prefix
+    found and the numbers equal a byte-by-byte reading, for every width and prefix length, and a
+    byte that is no digit (':' and '/' next to '0'-'9', 'A', 0x80, a space) anywhere after the
+    prefix sends the ids to another path."""
+    rng = random.Random(8)
+    for _ in range(400):
+        width = rng.randint(1, 8)
+        p = rng.randint(0, width - 1)
+        prefix = "".join(rng.choice("ABZ-_x") for _ in range(p))
+        digits = "0123456789"
+        cells = [prefix + "".join(rng.choice(digits) for _ in range(width - p)) for _ in range(rng.randint(1, 30))]
+        spoil = rng.random() < 0.3
+        if spoil:
+            i, j = rng.randrange(len(cells)), rng.randrange(p, width)
+            bad = rng.choice([":", "/", "A", " ", "\u0080"])
+            cells[i] = cells[i][:j] + bad + cells[i][j + 1 :]
+            if len(cells[i].encode()) != width:
+                continue  # a two-byte character changes the width: not this path
+        arr = pa.array(cells, pa.large_string())
+        parts = [arr.slice(0, len(cells) // 2), arr.slice(len(cells) // 2)]
+        found = idkeys._digit_prefix(parts, width)
+        head = cells[0].encode()
+        p0 = max((i + 1 for i, b in enumerate(head) if not 48 <= b <= 57), default=0)
+        every = all(c.encode()[:p0] == head[:p0] and c.encode()[p0:].isdigit() for c in cells)
+        assert (found is not None) == (every and width - p0 >= 1), (cells, found)
+        if found is not None:
+            got = np.concatenate([idkeys._digit_number(c, width, found) for c in parts])
+            assert got.dtype == np.uint64
+            assert got.tolist() == [int(c.encode()[len(found) :]) for c in cells], cells
