@@ -79,8 +79,13 @@ def _dense_positions(values: list[np.ndarray], keys: np.ndarray) -> np.ndarray |
     out = np.full(sum(len(v) for v in values), -1, dtype=np.intp)
     at = 0
     for v in values:
-        inside = np.flatnonzero((v >= np.uint64(lo)) & (v <= np.uint64(hi)))
-        out[at + inside] = table[(v[inside] - np.uint64(lo)).astype(np.intp)]
+        if len(v) and int(v.min()) >= lo and int(v.max()) <= hi:  # the usual: every id is a key's
+            # One subtraction and one take into place: no mask, no row list, no second gather
+            # ("clip": every index is in the table, and the take then writes straight into out).
+            np.take(table, (v - np.uint64(lo)).view(np.int64), out=out[at : at + len(v)], mode="clip")
+        else:
+            inside = np.flatnonzero((v >= np.uint64(lo)) & (v <= np.uint64(hi)))
+            out[at + inside] = table[(v[inside] - np.uint64(lo)).astype(np.intp)]
         at += len(v)
     return out
 
