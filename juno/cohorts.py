@@ -10,6 +10,7 @@ import pandas as pd
 
 from juno.config import Config, Thresholds
 from juno.cycles import Cycles
+from juno.grouping import bit_codes
 from juno.signals import Signals, join_by_group
 
 
@@ -113,9 +114,7 @@ def _codes(*parts: tuple[np.ndarray, str]) -> np.ndarray:
     n = len(parts[0][0])
     if len(parts) > 16:
         return _codes_by_cell(*parts)
-    combo = np.zeros(n, dtype=np.int32)
-    for i, (mask, _) in enumerate(parts):
-        combo[np.asarray(mask, dtype=bool)] |= 1 << i
+    combo = bit_codes([mask for mask, _ in parts], n)
     texts = np.full(1 << len(parts), "", dtype=object)
     for c in np.flatnonzero(np.bincount(combo, minlength=len(texts))):
         text = ""

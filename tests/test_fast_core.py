@@ -1148,3 +1148,24 @@ def test_order_history_is_a_stable_sort_by_customer_then_time(in_time_order: boo
     assert np.array_equal(order, want)
     assert c_sorted.dtype == code.dtype and np.array_equal(c_sorted, code[want])
     assert np.array_equal(t_sorted, t.view(np.int64)[want])
+
+
+@pytest.mark.parametrize("k", [1, 5, 8, 9, 16, 17, 33, 64])
+def test_bit_codes_match_a_sum_of_powers_of_two(k: int) -> None:
+    """grouping.bit_codes: bit i set exactly where masks[i] holds, in the narrowest unsigned
+    type with k bits (uint8 to 8 masks, then 16, 32, 64); masks given as bools or as 0/1."""
+    from juno.grouping import bit_codes
+
+    rng = np.random.default_rng(k)
+    n = 3000
+    masks = [rng.random(n) < p for p in rng.random(k)]
+    masks[0] = masks[0].astype(np.int64)  # not a bool array: taken as one
+    want = np.zeros(n, dtype=object)
+    for i, m in enumerate(masks):
+        want += np.asarray(m, dtype=bool).astype(object) * (1 << i)
+    got = bit_codes(masks, n)
+    narrowest = next(b for b in (8, 16, 32, 64) if k <= b)
+    assert got.dtype == {8: np.uint8, 16: np.uint16, 32: np.uint32, 64: np.uint64}[narrowest]
+    assert got.astype(object).tolist() == want.tolist()
+    with pytest.raises(ValueError):
+        bit_codes([masks[0]] * 65, n)
