@@ -147,17 +147,25 @@ def _text(codes: np.ndarray, names: np.ndarray, dtype: object = "string") -> Ext
     return out
 
 
-def _order_history(code: np.ndarray, at: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Counted orders sorted by (customer, time), ties in row order (a stable sort by both):
-    (the sorting permutation, customer codes, times as int64). One stable argsort of the times
-    (skipped when orders come in time order) and one counting pass by customer."""
+def _order_history(
+    code: np.ndarray, at: np.ndarray, n: int, counted: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The orders (only the `counted` ones, when given) sorted by (customer, time), ties in row
+    order (a stable sort by both): (their rows, customer codes, times as int64). One stable
+    argsort of the times (skipped when orders come in time order) and one counting pass by
+    customer, in which the uncounted orders form a last group that is then dropped: the rows
+    come out as rows of the whole table, with no selection of the counted orders before and no
+    gather through them after (4.8M orders: ~0.2 s less)."""
     t = at.view(np.int64)
+    groups = code if counted is None else np.where(counted, code, n)
     if bool((t[1:] >= t[:-1]).all()):  # already in time order (the usual export)
-        order, per_customer = group_order_counts(code, n)
+        order, per_group = group_order_counts(groups, n + 1)
     else:
         by_time = np.argsort(t, kind="stable")
-        order, per_customer = group_order_counts(code[by_time], n)
+        order, per_group = group_order_counts(groups[by_time], n + 1)
         order = by_time[order]
+    per_customer = per_group[:n]
+    order = order[: int(per_customer.sum())]
     # Sorted by customer, the codes are each customer's code repeated over its orders: repeated
     # by the sort's own counts, not gathered through the permutation (4.8M orders: 76 -> ~15 ms).
     return order, np.repeat(np.arange(n, dtype=code.dtype), per_customer), t[order]
@@ -349,8 +357,7 @@ def _signals(
     by_customer: Future[np.ndarray] = Future()
     lines_done, started = _start_lines(store, code, n, by_customer, history)
     try:
-        order, c_arr, t_arr = _order_history(code[counts], ordered_at[counts], n)
-        orders_by_customer = np.flatnonzero(counts)[order]
+        orders_by_customer, c_arr, t_arr = _order_history(code, ordered_at, n, counts)
     except BaseException as exc:
         by_customer.set_exception(exc)
         raise
@@ -456,7 +463,7 @@ def _signals(
     f2s = (t_arr[second] - t_arr[np.flatnonzero(second) - 1]).astype(delta) / DAY
     f2s_p75 = float(np.percentile(f2s, 75)) if len(f2s) >= 30 else None
     f2s_med = float(np.median(f2s)) if len(f2s) >= 30 else None
-    del order, c_arr, t_arr, start, end, same, gap_c, gap_t, sv, second, first, last
+    del c_arr, t_arr, start, end, same, gap_c, gap_t, sv, second, first, last
 
     cols["top_category"] = cols["categories"] = None  # from the lines: filled at the end, in this order
 

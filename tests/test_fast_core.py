@@ -1148,6 +1148,14 @@ def test_order_history_is_a_stable_sort_by_customer_then_time(in_time_order: boo
     assert np.array_equal(order, want)
     assert c_sorted.dtype == code.dtype and np.array_equal(c_sorted, code[want])
     assert np.array_equal(t_sorted, t.view(np.int64)[want])
+    # Counted orders only (as signals asks): rows of the whole table, the uncounted left out.
+    counted = rng.random(m) < 0.8
+    order, c_sorted, t_sorted = _order_history(code, t, n, counted)
+    rows = np.flatnonzero(counted)
+    want = rows[np.lexsort((rows, t.view(np.int64)[rows], code[rows]))]
+    assert np.array_equal(order, want)
+    assert c_sorted.dtype == code.dtype and np.array_equal(c_sorted, code[want])
+    assert np.array_equal(t_sorted, t.view(np.int64)[want])
 
 
 @pytest.mark.parametrize("k", [1, 5, 8, 9, 16, 17, 33, 64])
