@@ -128,7 +128,7 @@ def _digit_prefix(arrays: list[pa.Array], width: int) -> bytes | None:
         word = int.from_bytes(head[:p], "little")
         keep = (1 << (8 * p)) - 1
         for a in arrays:
-            x = _word(a, width)
+            x = _packed(a, width)
             if p and not bool(((x & np.uint64(keep)) == np.uint64(word)).all()):
                 return None
             if not bool(_all_digits(_digits_aligned(x, width, p)).all()):
@@ -148,7 +148,7 @@ def _digit_prefix(arrays: list[pa.Array], width: int) -> bytes | None:
 def _digit_number(a: pa.Array, width: int, prefix: bytes) -> np.ndarray:
     """The number each cell's digits (after `prefix`) spell, as uint64."""
     if width <= 8:
-        return _eight_digits(_digits_aligned(_word(a, width), width, len(prefix)))
+        return _eight_digits(_digits_aligned(_packed(a, width), width, len(prefix)))
     d = _cells(a, width)[:, len(prefix) :]
     out = np.zeros(len(a), dtype=np.uint64)
     for j in range(d.shape[1]):
@@ -162,16 +162,11 @@ _HIGH, _LOW = np.uint64(0xF0F0F0F0F0F0F0F0), np.uint64(0x0F0F0F0F0F0F0F0F)
 _ZEROS, _SIXES = np.uint64(0x3030303030303030), np.uint64(0x0606060606060606)
 
 
-def _word(a: pa.Array, width: int) -> np.ndarray:
-    """Each cell of a text array of one width (at most 8 bytes) as a little-endian uint64: its
-    first byte the lowest, zero bytes after its last (see `_packed`)."""
-    return _packed(a, width)
-
-
 def _digits_aligned(x: np.ndarray, width: int, prefix: int) -> np.ndarray:
-    """The cells' digits (the bytes after a `prefix` of `width`-byte cells, as `_word` gives
-    them) right-aligned in eight ASCII digits: the last digit in the highest byte, '0's before
-    the first digit. Bytes that are no digit stay what they are (see `_all_digits`)."""
+    """The cells' digits (the bytes after a `prefix` of `width`-byte cells, as `_packed` gives
+    them: the first byte the lowest) right-aligned in eight ASCII digits: the last digit in the
+    highest byte, '0's before the first digit. Bytes that are no digit stay what they are (see
+    `_all_digits`)."""
     shift = np.uint64(8 * (8 - width))
     low = 8 - width + prefix  # bytes below the first digit once shifted
     if not low:  # eight digits from the first byte: the word as it is

@@ -158,7 +158,12 @@ def _order_history(
     gather through them after (4.8M orders: ~0.2 s less)."""
     t = at.view(np.int64)
     groups = code if counted is None else np.where(counted, code, n)
-    if bool((t[1:] >= t[:-1]).all()):  # already in time order (the usual export)
+    in_time_order = bool((t[1:] >= t[:-1]).all())  # the usual export
+    if not in_time_order and counted is not None:  # only the counted orders need to be
+        kept = t[counted]
+        in_time_order = bool((kept[1:] >= kept[:-1]).all())
+        del kept
+    if in_time_order:
         order, per_group = group_order_counts(groups, n + 1)
     else:
         by_time = np.argsort(t, kind="stable")

@@ -1148,8 +1148,13 @@ def test_order_history_is_a_stable_sort_by_customer_then_time(in_time_order: boo
     assert np.array_equal(order, want)
     assert c_sorted.dtype == code.dtype and np.array_equal(c_sorted, code[want])
     assert np.array_equal(t_sorted, t.view(np.int64)[want])
-    # Counted orders only (as signals asks): rows of the whole table, the uncounted left out.
+    # Counted orders only (as signals asks): rows of the whole table, the uncounted left out;
+    # when the orders come in time order, the uncounted ones out of it (cancellations listed
+    # last with their old dates).
     counted = rng.random(m) < 0.8
+    if in_time_order:
+        counted[-500:] = False
+        t[-500:] = t[:500]
     order, c_sorted, t_sorted = _order_history(code, t, n, counted)
     rows = np.flatnonzero(counted)
     want = rows[np.lexsort((rows, t.view(np.int64)[rows], code[rows]))]
