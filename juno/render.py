@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -378,15 +379,19 @@ def int_cells(values: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
 
 
 def float_cells(values: np.ndarray) -> pa.Array:
-    """`format_floats` as an Arrow array (NaN as null): whole part cast by Arrow, the fraction
-    looked up in a table of the 10,000 four-digit endings. Huge or infinite values take
-    `format_floats` itself."""
+    """`format_floats` as an Arrow array (NaN as null): each cell's bytes put together in NumPy
+    words where the text is short (`_short_float_text`); otherwise the whole part cast by Arrow,
+    the fraction looked up in a table of the 10,000 four-digit endings, and the two joined. Huge
+    or infinite values take `format_floats` itself."""
     v = np.round(np.asarray(values, dtype=float), 4)
     nan = np.isnan(v)
     fast = np.isfinite(v) & (np.abs(v) < 1e9)  # 1e13 ten-thousandths: exact in float64
     if (~fast & ~nan).any():
         return large_text(pa.array(format_floats(values), pa.large_string()))
     k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
+    short = _short_float_text(k, np.signbit(v) & ~nan, nan if nan.any() else None)
+    if short is not None:
+        return short
     whole, frac = np.divmod(k, 10_000)
     parts = [int_cells(whole, nan if nan.any() else None)]
     if frac.any():  # whole numbers need no fraction column
@@ -397,6 +402,151 @@ def float_cells(values: np.ndarray) -> pa.Array:
     return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, text_scalar(""))
 
 
+# Text as little-endian words of ASCII bytes: the first character in the lowest byte.
+_LITTLE = sys.byteorder == "little"
+
+
+@cache
+def _digit_words() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Tables of text as words, read-only: '0000'..'9999' (uint64, 4 bytes used), the digits of
+    0..9999 (uint64; 1 for 0), '.0001'..'.9999' less trailing zeros with '' for 0 (uint64, up to
+    5 bytes) and their lengths (uint64), '00'..'99' (uint16)."""
+    four = np.array([int.from_bytes(f"{i:04d}".encode(), "little") for i in range(10_000)], dtype=np.uint64)
+    digits = np.array([len(str(i)) for i in range(10_000)], dtype=np.uint64)
+    endings = [""] + ["." + f"{i:04d}".rstrip("0") for i in range(1, 10_000)]
+    fraction = np.array([int.from_bytes(t.encode(), "little") for t in endings], dtype=np.uint64)
+    fraction_length = np.array([len(t) for t in endings], dtype=np.uint64)
+    two = np.array([int.from_bytes(f"{i:02d}".encode(), "little") for i in range(100)], dtype=np.uint16)
+    tables = (four, digits, fraction, fraction_length, two)
+    for t in tables:
+        t.flags.writeable = False
+    return tables
+
+
+_U = np.uint64  # shifts and masks on uint64 words need uint64 operands
+
+
+def _short_float_text(k: np.ndarray, negative: np.ndarray, nan: np.ndarray | None) -> pa.Array | None:
+    """The text of `float_cells` from ten-thousandths `k` (int64, >= 0) and their signs, null where
+    `nan`; None unless every cell is at most 12 bytes (a whole part under 10**8).
+
+    Each cell is made as two 64-bit words of ASCII (sign, the whole part's 8 digits from a table
+    of four-digit words shifted past its leading zeros, and the ending '.dddd' less trailing
+    zeros shifted in after it) and written as an Arrow string view, whose cells of up to 12
+    bytes are held inline in 16 bytes: Arrow's cast to large_string packs them. No per-cell
+    join: 2.9 -> ~1.8 ms a 65k-row slice of money values."""
+    if not _LITTLE or len(k) == 0:
+        return None
+    whole, frac = np.divmod(k, 10_000)
+    if int(whole.max()) >= 10**8:
+        return None
+    four, digits, fraction, fraction_length, _ = _digit_words()
+    high, low = np.divmod(whole, 10_000)
+    # digits of the whole part: 4 + those of its high half, or those of its low half
+    nd = np.where(high > 0, digits[high] + _U(4), digits[low])
+    word = four[high] | (four[low] << _U(32))
+    word >>= (_U(8) - nd) << _U(3)  # the leading zeros out
+    if negative.any():
+        word = np.where(negative, (word << _U(8)) | _U(ord("-")), word)
+        nd += negative
+    length = nd + fraction_length[frac]
+    if int(length.max()) > 12 or int(nd.max()) > 8:
+        return None
+    shift = nd << _U(3)
+    ending = fraction[frac]
+    first = word | (ending << shift)  # bytes 0-7 (a shift by 64 gives 0)
+    second = ending >> (_U(64) - shift)  # bytes 8-15
+    views = np.empty((len(k), 2), dtype=np.uint64)  # per cell: int32 length, 12 bytes inline
+    np.bitwise_or(length, first << _U(32), out=views[:, 0])
+    np.bitwise_or(first >> _U(32), second << _U(32), out=views[:, 1])
+    valid = None if nan is None else pa.py_buffer(np.packbits(~nan, bitorder="little"))  # NaN: null
+    text = pa.Array.from_buffers(pa.string_view(), len(k), [valid, pa.py_buffer(views)])
+    return text.cast(pa.large_string())
+
+
+_YEAR_1000 = int(np.datetime64("1000-01-01", "D").astype(np.int64))  # days from 1970-01-01
+_YEAR_10000 = int(np.datetime64("9999-12-31", "D").astype(np.int64)) + 1
+_DAY = 86_400
+
+
+def _civil(days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(year, month, day) of days since 1970-01-01 (int64), proleptic Gregorian: H. Hinnant's
+    `civil_from_days`, in whole-array integer steps."""
+    z = days + 719_468
+    era = z // 146_097
+    doe = z - era * 146_097
+    yoe = (doe - doe // 1460 + doe // 36_524 - doe // 146_096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = np.where(mp < 10, mp + 3, mp - 9)
+    return yoe + era * 400 + (month <= 2), month, day
+
+
+def _date_words(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """'YYYY-MM-' (uint64) and 'DD' (uint16) of each day; years 1000-9999."""
+    four, _, _, _, two = _digit_words()
+    year, month, day = _civil(days)
+    dash = _U(ord("-"))
+    head = four[year] | (dash << _U(32)) | (two[month].astype(np.uint64) << _U(40)) | (dash << _U(56))
+    return head, two[day]
+
+
+@cache
+def _clock_words() -> np.ndarray:
+    """'HH:MM:SS' of each second of the day, as uint64 (read-only, 691 kB)."""
+    two = _digit_words()[4].astype(np.uint64)
+    hours, rest = np.divmod(np.arange(_DAY), 3600)
+    minutes, secs = np.divmod(rest, 60)
+    colon = _U(ord(":"))
+    words = two[hours] | (colon << _U(16)) | (two[minutes] << _U(24)) | (colon << _U(40)) | (two[secs] << _U(48))
+    words.flags.writeable = False
+    return words
+
+
+def datetime_cells(seconds: np.ndarray) -> pa.Array | None:
+    """Date-times (datetime64[s]) as CSV cells, 'YYYY-MM-DDTHH:MM:SS', NaT as '': the text of
+    Arrow's cast to text with the 'T' put in, from tables of dates and clock times written into
+    19-byte rows (2.5-4.4 -> ~1 ms a 65k-row slice). None for years outside 1000-9999 (the
+    caller casts)."""
+    n = len(seconds)
+    if not _LITTLE or n == 0:
+        return None
+    nat = np.isnat(seconds)
+    s = seconds.view(np.int64)
+    some_nat = bool(nat.any())
+    if some_nat:
+        s = s[~nat]  # the text of the others; each NaT is an empty cell
+        if len(s) == 0:
+            return None
+    m = len(s)
+    days = s // _DAY
+    first, last = int(days.min()), int(days.max())
+    if first < _YEAR_1000 or last >= _YEAR_10000:
+        return None
+    if last - first < m:  # one table entry per day of the slice's span, looked up by row
+        head, dd = _date_words(np.arange(first, last + 1, dtype=np.int64))
+        at = days - first
+        head, dd = head[at], dd[at]
+    else:
+        head, dd = _date_words(days)
+    text = np.empty(m * 19, dtype=np.uint8)
+
+    def put(dtype: type[np.generic], offset: int, values: np.ndarray | int) -> None:
+        np.ndarray(m, dtype=dtype, buffer=text, offset=offset, strides=(19,))[...] = values
+
+    put(np.uint64, 0, head)
+    put(np.uint16, 8, dd)
+    put(np.uint8, 10, ord("T"))
+    put(np.uint64, 11, _clock_words()[s - days * _DAY])
+    if some_nat:
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(np.where(nat, 0, 19), out=offsets[1:])
+    else:
+        offsets = np.arange(0, 19 * (n + 1), 19, dtype=np.int64)
+    return pa.Array.from_buffers(pa.large_string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(text)])
+
+
 def csv_cells(s: pd.Series) -> pa.Array:
     """One column's cells exactly as `write_csv` writes them (csv_frame's text, NA as empty, the
     csv module's minimal quoting), as an Arrow large_string array without nulls."""
@@ -404,6 +554,9 @@ def csv_cells(s: pd.Series) -> pa.Array:
     numpy_backed = isinstance(s.dtype, np.dtype)
     if kind == "M" and numpy_backed:
         seconds = s.to_numpy(dtype="datetime64[ns]").astype("datetime64[s]")  # as format_datetimes
+        made = datetime_cells(seconds)
+        if made is not None:
+            return made
         text = pc.utf8_replace_slice(pa.array(seconds).cast(pa.large_string()), 10, 11, "T")
         return large_text(text.fill_null(""))
     if kind == "f" and numpy_backed:

@@ -25,7 +25,9 @@ from juno.pipeline import RunResult, run
 from juno.render import (
     FORMULA_START,
     _first_byte_in,
+    _short_float_text,
     csv_frame,
+    datetime_cells,
     escape_cells,
     escape_text,
     float_cells,
@@ -122,6 +124,66 @@ def test_float_cells_match_format_floats() -> None:
         assert (float_cells(w).fill_null("").to_numpy(zero_copy_only=False) == format_floats(w)).all()
     huge = np.array([1e9, 1e15, np.inf, np.nan, 1.5])
     assert (float_cells(huge).fill_null("").to_numpy(zero_copy_only=False) == format_floats(huge)).all()
+
+
+def _ten_thousandths(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float_cells' inputs to _short_float_text: (k, negative, nan)."""
+    r = np.round(v, 4)
+    nan = np.isnan(r)
+    return np.rint(np.abs(np.where(nan, 0.0, r)) * 1e4).astype(np.int64), np.signbit(r) & ~nan, nan
+
+
+def test_short_float_text_is_format_floats_where_it_applies() -> None:
+    """The cells put together as words (a whole part under 10**8, at most 12 bytes) are
+    format_floats' text, nulls where NaN; anything longer is left to the joined path (None)."""
+    rng = np.random.default_rng(11)
+    v = np.r_[
+        rng.normal(0, 1000, 50_000),
+        np.round(rng.uniform(0, 30_000, 50_000), 2),
+        rng.exponential(1e-3, 20_000),
+        -rng.exponential(1e-4, 20_000),
+        rng.integers(-(10**10), 10**10, 20_000) / 10_000,  # whole parts up to 10**6, four decimals
+        (rng.integers(-(10**9), 10**9, 20_000) + 0.5) / 10_000,  # ties
+        [0.0, -0.0, 0.00005, -0.00005, -0.00004, 0.0001, 1.0, 10.0, 99_999_999.0, 1_234_567.123, -1_234_567.123,
+         -1_234_567.12, 9_999.9999, -0.1, np.nan, -np.nan],
+    ]  # fmt: skip
+    k, negative, nan = _ten_thousandths(v)
+    got = _short_float_text(k, negative, nan)
+    assert got is not None
+    assert got.null_count == int(nan.sum())
+    assert (got.fill_null("").to_numpy(zero_copy_only=False) == format_floats(v)).all()
+    assert float_cells(v).equals(got)
+    for longer in ([123_456_789.0], [12_345_678.1234], [-12_345_678.0], [-1_234_567.1234]):  # 9 digits, 13 bytes
+        assert _short_float_text(*_ten_thousandths(np.array(longer))[:2], None) is None, longer
+    for w in (np.array([1.5, 123_456_789.0]), np.array([-1_234_567.1234, 2.0])):  # the joined path
+        assert (float_cells(w).fill_null("").to_numpy(zero_copy_only=False) == format_floats(w)).all()
+
+
+def test_datetime_cells_are_arrows_text_with_a_t() -> None:
+    """datetime_cells gives Arrow's text of each second with 'T' between date and time, NaT as
+    empty, for years 1000-9999 (leap days, before 1970, the ends of the range); None outside."""
+    rng = np.random.default_rng(12)
+    lo = int(np.datetime64("1000-01-01T00:00:00").astype(np.int64))
+    hi = int(np.datetime64("9999-12-31T23:59:59").astype(np.int64))
+    leap = int(np.datetime64("2024-02-29T12:00:00").astype(np.int64))
+    draws = [
+        rng.integers(lo, hi + 1, 100_000),  # spans more days than rows: dates made per row
+        rng.integers(1_600_000_000, 1_800_000_000, 50_000),  # a few years: a table of days
+        np.array([lo, hi, 0, -1, 86_399, 86_400, -86_400, -86_401, leap, leap + 86_400]),
+    ]
+    for seconds in draws:
+        for nat_every in (0, 3):
+            x = seconds.astype("datetime64[s]")
+            if nat_every:
+                x[::nat_every] = np.datetime64("NaT")
+            want = pa.array(x).cast(pa.large_string()).to_numpy(zero_copy_only=False)
+            want = np.array(["" if w is None else w[:10] + "T" + w[11:] for w in want], dtype=object)
+            got = datetime_cells(x)
+            assert got is not None and got.null_count == 0
+            assert (got.to_numpy(zero_copy_only=False) == want).all()
+    for outside in ([lo - 1, 0], [hi + 1], []):
+        assert datetime_cells(np.array(outside, dtype=np.int64).astype("datetime64[s]")) is None
+    assert datetime_cells(np.array(["NaT", "NaT"], dtype="datetime64[s]")) is None
 
 
 # ---------------------------------------------------------------- the customer table
