@@ -568,7 +568,29 @@ def csv_cells(s: pd.Series) -> pa.Array:
     if kind in "Mfbiu":  # extension dtypes (tz-aware, nullable): the reference text, quoted below
         return quote_cells(large_text(pa.array(csv_frame(s.to_frame())[s.name].astype("string"))))
     text = large_text(pa.array(s.astype("string")))
-    return quote_cells(escape_formulas(text.fill_null("") if text.null_count else text))
+    text = text.fill_null("") if text.null_count else text
+    if _quoted_by_value(text):
+        codes = pc.dictionary_encode(text)
+        return quote_cells(escape_formulas(large_text(codes.dictionary))).take(codes.indices)
+    return quote_cells(escape_formulas(text))
+
+
+def _quoted_by_value(a: pa.Array) -> bool:
+    """Whether a text column's cells are better made once per distinct text and looked up: a
+    long column whose first 1,024 cells hold few distinct texts, many of them to be quoted
+    (reason codes, next actions: lists with commas). At 1M rows, reason_codes 0.150 -> 0.051 s
+    and next_action 0.075 -> 0.038 s of CPU; a column that needs few quotes is cheaper as it is
+    (the encoding costs ~1 ms a 65k-row slice)."""
+    if len(a) < 8 * _SAMPLE:
+        return False
+    sample = a.slice(0, _SAMPLE)
+    return (
+        int(np.count_nonzero(_holds_byte(sample, _SPECIALS.encode("ascii")))) >= _SAMPLE // 32
+        and pc.count_distinct(sample).as_py() <= _SAMPLE // 4
+    )
+
+
+_SAMPLE = 1024
 
 
 def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:

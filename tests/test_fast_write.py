@@ -492,6 +492,34 @@ def test_grid_counts_match_groupby(monkeypatch: pytest.MonkeyPatch) -> None:
         pd.testing.assert_frame_equal(seen[-1], _reference_cell_counts(customers), check_exact=True)
 
 
+def test_text_cells_made_once_per_distinct_text_are_the_same_cells() -> None:
+    """A long text column of few distinct texts, many to be quoted, is made once per distinct
+    text and looked up (`_quoted_by_value`): the cells are those made cell by cell (formula
+    escapes, quotes doubled, NA as empty; that path is checked against pandas' text above)."""
+    rng = np.random.default_rng(13)
+    few = pd.Series(rng.choice(np.array(TRICKY_TEXT, dtype=object), 20_000), dtype="str")
+    many = pd.Series([f"{i},{i % 7}" if i % 3 else None for i in range(20_000)], dtype="str")
+    short = few.iloc[:5_000]
+    for s, by_value in ((few, True), (many, False), (short, False)):
+        text = pa.array(s.astype("string"), pa.large_string()).fill_null("")
+        assert juno.render._quoted_by_value(text) is by_value
+        got = juno.render.csv_cells(s)
+        assert got.equals(juno.render.quote_cells(juno.render.escape_formulas(text)))
+        assert got.null_count == 0 and got.to_pylist()[: len(TRICKY_TEXT)] == [
+            _one_cell(v) for v in s.iloc[: len(TRICKY_TEXT)]
+        ]
+
+
+def _one_cell(v: object) -> str:
+    """One text cell as write_csv writes it, by hand: NA empty, formula escape, csv quoting."""
+    t = "" if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else str(v)
+    if t.startswith(FORMULA_START):
+        t = "'" + t
+    if any(ch in t for ch in juno.render._SPECIALS):
+        t = '"' + t.replace('"', '""') + '"'
+    return t
+
+
 def test_escape_text_matches_escape_cells() -> None:
     rng = np.random.default_rng(11)
     values = rng.choice(np.array([t for t in TRICKY_TEXT if t is not None], dtype=object), 2_000)
