@@ -126,11 +126,12 @@ def test_float_cells_match_format_floats() -> None:
     assert (float_cells(huge).fill_null("").to_numpy(zero_copy_only=False) == format_floats(huge)).all()
 
 
-def _ten_thousandths(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float_cells' inputs to _short_float_text: (k, negative, nan)."""
+def _ten_thousandths(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """float_cells' inputs to _short_float_text: (whole, ten-thousandths, negative, nan)."""
     r = np.round(v, 4)
     nan = np.isnan(r)
-    return np.rint(np.abs(np.where(nan, 0.0, r)) * 1e4).astype(np.int64), np.signbit(r) & ~nan, nan
+    whole, frac = np.divmod(np.rint(np.abs(np.where(nan, 0.0, r)) * 1e4).astype(np.int64), 10_000)
+    return whole, frac, np.signbit(r) & ~nan, nan
 
 
 def test_short_float_text_is_format_floats_where_it_applies() -> None:
@@ -147,14 +148,14 @@ def test_short_float_text_is_format_floats_where_it_applies() -> None:
         [0.0, -0.0, 0.00005, -0.00005, -0.00004, 0.0001, 1.0, 10.0, 99_999_999.0, 1_234_567.123, -1_234_567.123,
          -1_234_567.12, 9_999.9999, -0.1, np.nan, -np.nan],
     ]  # fmt: skip
-    k, negative, nan = _ten_thousandths(v)
-    got = _short_float_text(k, negative, nan)
+    whole, frac, negative, nan = _ten_thousandths(v)
+    got = _short_float_text(whole, frac, negative, nan)
     assert got is not None
     assert got.null_count == int(nan.sum())
     assert (got.fill_null("").to_numpy(zero_copy_only=False) == format_floats(v)).all()
     assert float_cells(v).equals(got)
     for longer in ([123_456_789.0], [12_345_678.1234], [-12_345_678.0], [-1_234_567.1234]):  # 9 digits, 13 bytes
-        assert _short_float_text(*_ten_thousandths(np.array(longer))[:2], None) is None, longer
+        assert _short_float_text(*_ten_thousandths(np.array(longer))[:3], None) is None, longer
     for w in (np.array([1.5, 123_456_789.0]), np.array([-1_234_567.1234, 2.0])):  # the joined path
         assert (float_cells(w).fill_null("").to_numpy(zero_copy_only=False) == format_floats(w)).all()
 
