@@ -56,6 +56,21 @@ def integer_keys(
     return None
 
 
+def id_words(a: pa.Array | pa.ChunkedArray) -> tuple[list[np.ndarray], int] | None:
+    """(each chunk's cells as one uint64 each, the width): a cell's bytes with zero bytes after
+    them, so two cells' words are equal exactly where their texts are; None unless every cell is
+    present and all have one width of 1 to 8 bytes. Views of the text when the width is 8."""
+    parts = chunks(a)
+    if any(c.null_count for c in parts):
+        return None
+    if not all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in parts):
+        return None
+    width = _fixed_width(parts)
+    if width is None or width > 8:
+        return None
+    return [_packed(c, width) for c in parts], width
+
+
 def positions(values: list[np.ndarray], keys: np.ndarray) -> np.ndarray:
     """Per value (chunks in order), the row of the first equal key; -1 where none is."""
     found = _dense_positions(values, keys)

@@ -37,6 +37,7 @@ from juno.parse import (
     run_positions,
     take_increasing,
     upper_text,
+    value_runs,
 )
 from juno.pipeline import run
 from juno.sources import read_store
@@ -465,6 +466,40 @@ def test_run_positions_match_positions() -> None:
         got = run_positions(v, keys)
         assert got.dtype == np.intp
         assert np.array_equal(got, positions(v, keys))
+
+
+def test_run_positions_of_one_width_ids_match_positions() -> None:
+    """Ids of one width of at most 8 bytes are compared as 64-bit words (value_runs' changes, the
+    runs' first ids against the keys); the answers are positions' for every width, chunking, and
+    keys that are, or are not, the runs themselves (another width, a NUL byte that pads a word)."""
+    rng = random.Random(7)
+    for trial in range(400):
+        width = rng.randint(1, 9)
+        alphabet = "AB" if width < 3 else "ABCDEFGHIJ"
+        ids = sorted({"".join(rng.choice(alphabet) for _ in range(width)) for _ in range(rng.randint(1, 25))})
+        keys = list(ids)
+        if trial % 3 == 0:
+            values = [k for k in keys for _ in range(rng.randint(1, 3))]  # the runs are the keys
+        else:
+            values = [rng.choice(keys) for _ in range(rng.randint(2, 40))]
+        if trial % 7 == 0:
+            keys = [k[:-1] + "\x00" for k in keys] if width > 1 else keys  # same words at width <= 8?
+        if trial % 11 == 0 and 1 < width <= 8:
+            # ids ending in a NUL byte, and keys one byte shorter: the same words, other texts
+            values = [x[:-1] + "\x00" for x in values]
+            keys = [x[:-1] for x in keys]
+        v = _s(values)
+        if rng.random() < 0.5:
+            cuts = sorted(rng.choices(range(len(values) + 1), k=rng.randint(1, 4)))
+            chunks = [pa.array(values[a:b], pa.large_string()) for a, b in itertools.pairwise([0, *cuts, len(values)])]
+            v = pd.Series(pd.array(pa.chunked_array(chunks, type=pa.large_string()), dtype=v.dtype))
+        k = _s(keys)
+        runs = value_runs(v)
+        if runs is not None:
+            assert (runs.first_words is not None) == (width <= 8)
+            assert np.array_equal(runs.lengths, np.diff(np.r_[runs.starts, len(values)]))
+        got = run_positions(v, k, runs)
+        assert np.array_equal(got, positions(v, k)), (trial, values, keys)
 
 
 def _id_pool(rng: random.Random, kind: str) -> list[str]:
