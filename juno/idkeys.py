@@ -37,9 +37,7 @@ def integer_keys(
     when the ids have none of the shapes above, or any is missing."""
     vs, ks = chunks(values), chunks(keys)
     both = [*ks, *vs]
-    if not sum(len(c) for c in ks) or any(c.null_count for c in both):
-        return None
-    if not all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in both):
+    if not sum(len(c) for c in ks) or not _present_texts(both):
         return None
     width = _fixed_width(both)
     if width is not None:
@@ -61,14 +59,19 @@ def id_words(a: pa.Array | pa.ChunkedArray) -> tuple[list[np.ndarray], int] | No
     them, so two cells' words are equal exactly where their texts are; None unless every cell is
     present and all have one width of 1 to 8 bytes. Views of the text when the width is 8."""
     parts = chunks(a)
-    if any(c.null_count for c in parts):
-        return None
-    if not all(pa.types.is_string(c.type) or pa.types.is_large_string(c.type) for c in parts):
+    if not _present_texts(parts):
         return None
     width = _fixed_width(parts)
     if width is None or width > 8:
         return None
     return [_packed(c, width) for c in parts], width
+
+
+def _present_texts(arrays: list[pa.Array]) -> bool:
+    """Whether every array is text (string or large_string) without a missing cell."""
+    return all(
+        not c.null_count and (pa.types.is_string(c.type) or pa.types.is_large_string(c.type)) for c in arrays
+    )
 
 
 def positions(values: list[np.ndarray], keys: np.ndarray) -> np.ndarray:

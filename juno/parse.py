@@ -143,10 +143,16 @@ def take_increasing(arr: pa.Array | pa.ChunkedArray, rows: np.ndarray) -> pa.Arr
     first copies it into one (7.6M order ids: 1.3 s against 0.06 s)."""
     if not isinstance(arr, pa.ChunkedArray) or arr.num_chunks < 2:
         return arr.take(pa.array(rows))
-    bounds = np.cumsum([0, *(len(c) for c in arr.chunks)])
-    cut = np.searchsorted(rows, bounds)
-    parts = [c.take(pa.array(rows[cut[i] : cut[i + 1]] - bounds[i])) for i, c in enumerate(arr.chunks)]
+    local = _rows_by_chunk([len(c) for c in arr.chunks], rows)
+    parts = [c.take(pa.array(r)) for c, r in zip(arr.chunks, local, strict=True)]
     return pa.chunked_array(parts, type=arr.type)
+
+
+def _rows_by_chunk(lengths: list[int], rows: np.ndarray) -> list[np.ndarray]:
+    """Increasing `rows` numbered across chunks of these lengths, as each chunk's own rows."""
+    bounds = np.cumsum([0, *lengths])
+    cut = np.searchsorted(rows, bounds)
+    return [rows[cut[i] : cut[i + 1]] - bounds[i] for i in range(len(lengths))]
 
 
 def arrow_of(s: pd.Series) -> pa.Array:
@@ -221,11 +227,8 @@ def _word_changes(words: list[np.ndarray]) -> np.ndarray:
 
 def _take_words(words: list[np.ndarray], rows: np.ndarray) -> np.ndarray:
     """The words at increasing `rows` (numbered across the chunks), chunk by chunk."""
-    bounds = np.cumsum([0, *(len(w) for w in words)])
-    cut = np.searchsorted(rows, bounds)
-    return np.concatenate(
-        [w[rows[cut[i] : cut[i + 1]] - bounds[i]] for i, w in enumerate(words)] or [np.zeros(0, np.uint64)]
-    )
+    local = _rows_by_chunk([len(w) for w in words], rows)
+    return np.concatenate([w[r] for w, r in zip(words, local, strict=True)] or [np.zeros(0, np.uint64)])
 
 
 def _words_equal(words: np.ndarray, other: list[np.ndarray]) -> bool:

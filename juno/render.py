@@ -355,11 +355,15 @@ def large_text(a: pa.Array | pa.ChunkedArray) -> pa.Array:
 _FRACTIONS: list[pa.Array] = []
 
 
-def _fraction_text() -> pa.Array:
+def _ending_texts() -> list[str]:
     """'.0001' ... '.9999' with trailing zeros dropped, '' for 0: the text of k % 10_000."""
+    return [""] + ["." + f"{i:04d}".rstrip("0") for i in range(1, 10_000)]
+
+
+def _fraction_text() -> pa.Array:
+    """`_ending_texts` as an Arrow array."""
     if not _FRACTIONS:
-        digits = [""] + ["." + f"{i:04d}".rstrip("0") for i in range(1, 10_000)]
-        _FRACTIONS.append(pa.array(digits, pa.large_string()))
+        _FRACTIONS.append(pa.array(_ending_texts(), pa.large_string()))
     return _FRACTIONS[0]
 
 
@@ -416,7 +420,7 @@ def _digit_words() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.n
     5 bytes) and their lengths (uint64), '00'..'99' (uint16)."""
     four = np.array([int.from_bytes(f"{i:04d}".encode(), "little") for i in range(10_000)], dtype=np.uint64)
     digits = np.array([len(str(i)) for i in range(10_000)], dtype=np.uint64)
-    endings = [""] + ["." + f"{i:04d}".rstrip("0") for i in range(1, 10_000)]
+    endings = _ending_texts()
     fraction = np.array([int.from_bytes(t.encode(), "little") for t in endings], dtype=np.uint64)
     fraction_length = np.array([len(t) for t in endings], dtype=np.uint64)
     two = np.array([int.from_bytes(f"{i:02d}".encode(), "little") for i in range(100)], dtype=np.uint16)
@@ -578,12 +582,15 @@ def csv_cells(s: pd.Series) -> pa.Array:
     return quote_cells(escape_formulas(text))
 
 
+_SAMPLE = 1024
+
+
 def _quoted_by_value(a: pa.Array) -> bool:
     """Whether a text column's cells are better made once per distinct text and looked up: a
-    long column whose first 1,024 cells hold few distinct texts, many of them to be quoted
-    (reason codes, next actions: lists with commas). At 1M rows, reason_codes 0.150 -> 0.051 s
-    and next_action 0.075 -> 0.038 s of CPU; a column that needs few quotes is cheaper as it is
-    (the encoding costs ~1 ms a 65k-row slice)."""
+    long column whose first 1,024 cells hold at most 256 distinct texts, at least 32 of them to
+    be quoted (reason codes, next actions: lists with commas). At 1M rows, reason_codes 0.132 ->
+    0.047 s and next_action 0.081 -> 0.045 s of CPU; a column that needs few quotes is cheaper
+    as it is (the encoding costs ~1 ms a 65k-row slice)."""
     if len(a) < 8 * _SAMPLE:
         return False
     sample = a.slice(0, _SAMPLE)
@@ -591,9 +598,6 @@ def _quoted_by_value(a: pa.Array) -> bool:
         int(np.count_nonzero(_holds_byte(sample, _SPECIALS.encode("ascii")))) >= _SAMPLE // 32
         and pc.count_distinct(sample).as_py() <= _SAMPLE // 4
     )
-
-
-_SAMPLE = 1024
 
 
 def _first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
