@@ -12,6 +12,11 @@ them in the page cache, outputs written to a temporary folder. A's `juno` packag
 commit's (`git archive`), loaded in place of the installed working tree; the dependencies are the
 ones installed. Prints every run's total and step times (in process: no interpreter start) and
 per side the fastest, median and slowest; read the difference against the spread.
+
+`--command` times the whole `juno run` command instead (`python -m juno run`, the tree first on
+PYTHONPATH), from its start to its exit as `bench/run.py` does: for a change to what happens
+before the first step or after the last (imports, the interpreter's start, the exit), which the
+in-process totals do not see.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,12 +78,36 @@ def one_run(tree: Path, store: Path, env: dict[str, str]) -> dict[str, object]:
     return result
 
 
+def one_command(tree: Path, store: Path, env: dict[str, str]) -> dict[str, object]:
+    """The whole `juno run` command, in the `juno` command's own process setup: wall seconds from
+    its start to its exit, and run.json's step timings."""
+    warm(store)
+    env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH", "")])))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out"
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "juno", "run", str(store), "--out", str(out), "--narrative", "template", "--quiet"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, _ = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - t0
+        if os.waitstatus_to_exitcode(status) != 0:
+            sys.exit(f"a run failed:\n{err.decode(errors='replace')[-3000:]}")
+        steps = json.loads((out / "run.json").read_text())["timings_s"]
+    return {"total": round(seconds, 3), "steps": steps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store", type=Path)
     parser.add_argument("--base", default="HEAD", help="git commit for side A (default HEAD)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of A, B, B, A (default 3)")
     parser.add_argument("--env-b", action="append", default=[], metavar="KEY=VALUE", help="set for side B only")
+    parser.add_argument("--command", action="store_true",
+                        help="time the whole `juno run` command (start to exit), not the pipeline in process")
     args = parser.parse_args()
     store = args.store.resolve()
     if not store.is_dir():
@@ -99,12 +129,13 @@ def main() -> None:
         subprocess.run(["tar", "-x", "-C", str(tree_a)], input=archive.stdout, check=True)
         sides = {"A": (tree_a, env_a), "B": (ROOT, env_b)}
         setting = f" with {' '.join(args.env_b)}" if args.env_b else ""
-        print(f"A: {args.base}   B: working tree{setting}   store: {store}")
+        timed = "whole commands, start to exit" if args.command else "the pipeline in process"
+        print(f"A: {args.base}   B: working tree{setting}   store: {store}   timed: {timed}")
         totals: dict[str, list[float]] = {"A": [], "B": []}
         for _ in range(args.rounds):
             for side in "ABBA":
                 tree, env = sides[side]
-                got = one_run(tree, store, env)
+                got = (one_command if args.command else one_run)(tree, store, env)
                 steps = got["steps"]
                 assert isinstance(steps, dict)
                 total = float(got["total"])  # type: ignore[arg-type]
