@@ -12,7 +12,9 @@ on. The function is wrapped where it is looked up, so one imported by name into 
 (`from juno.assess import stability` in juno.classify) is given as that module's:
 `classify.stability`. Thread CPU time, unlike a sampling profiler's counts, does not count a
 thread waiting for the GIL (round 10: py-spy put 1.0 s on the segment files, their thread CPU
-was 0.35 s).
+was 0.35 s). Thread faults are the calling thread's minor page faults during the calls (fresh
+pages it touched; Linux only): work Arrow hands to its own thread pool, such as decoding a
+Parquet file, is not counted there.
 
 Read one run's figures beside another's only on the same machine state; for a before/after,
 use `bench/abba.py`.
@@ -36,6 +38,12 @@ from typing import Any
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _thread_faults() -> int:
+    """Minor page faults of the calling thread so far (Linux: RUSAGE_THREAD; elsewhere 0)."""
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    return resource.getrusage(who).ru_minflt if who is not None else 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("store")
@@ -48,7 +56,8 @@ def main() -> None:
     prepare_process()
     from juno import pipeline
 
-    calls: dict[str, list[tuple[float, float, str]]] = {}
+    # Per call: wall s, its thread's CPU s, its thread's page faults, the thread's name.
+    calls: dict[str, list[tuple[float, float, int, str]]] = {}
 
     def wrap(target: str) -> None:
         module_name, _, name = target.rpartition(".")
@@ -60,12 +69,17 @@ def main() -> None:
 
         @functools.wraps(fn)
         def timed(*a: Any, **k: Any) -> Any:
-            wall, cpu = time.perf_counter(), time.thread_time()
+            wall, cpu, faults = time.perf_counter(), time.thread_time(), _thread_faults()
             try:
                 return fn(*a, **k)
             finally:
                 calls.setdefault(target, []).append(
-                    (time.perf_counter() - wall, time.thread_time() - cpu, threading.current_thread().name)
+                    (
+                        time.perf_counter() - wall,
+                        time.thread_time() - cpu,
+                        _thread_faults() - faults,
+                        threading.current_thread().name,
+                    )
                 )
 
         setattr(module, name, timed)
@@ -95,10 +109,11 @@ def main() -> None:
     )
     for target in args.fn:
         got = calls.get(target, [])
-        threads = ", ".join(sorted({t for _, _, t in got}))
+        threads = ", ".join(sorted({t for _, _, _, t in got}))
         print(
-            f"{target:32s} calls {len(got):3d}  wall {sum(w for w, _, _ in got):6.3f} s"
-            f"  thread CPU {sum(c for _, c, _ in got):6.3f} s  ({threads or 'not called'})"
+            f"{target:32s} calls {len(got):3d}  wall {sum(w for w, _, _, _ in got):6.3f} s"
+            f"  thread CPU {sum(c for _, c, _, _ in got):6.3f} s"
+            f"  thread faults {sum(f for _, _, f, _ in got):8d}  ({threads or 'not called'})"
         )
     sys.stdout.flush()
     os._exit(0)  # as the `juno` command ends a run: no teardown of gigabytes of arrays
