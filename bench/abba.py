@@ -28,7 +28,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,21 +80,14 @@ def one_run(tree: Path, store: Path, env: dict[str, str]) -> dict[str, object]:
 def one_command(tree: Path, store: Path, env: dict[str, str]) -> dict[str, object]:
     """The whole `juno run` command, in the `juno` command's own process setup: wall seconds from
     its start to its exit, and run.json's step timings."""
+    from run import timed  # bench/run.py, which times its commands the same way
+
     warm(store)
     env = dict(env, PYTHONPATH=os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH", "")])))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "juno", "run", str(store), "--out", str(out), "--narrative", "template", "--quiet"],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )
-        assert proc.stderr is not None
-        err = proc.stderr.read()
-        _, status, _ = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        if os.waitstatus_to_exitcode(status) != 0:
-            sys.exit(f"a run failed:\n{err.decode(errors='replace')[-3000:]}")
+        cmd = [sys.executable, "-m", "juno", "run", str(store), "--out", str(out), "--narrative", "template", "--quiet"]
+        seconds = timed(cmd, env).seconds
         steps = json.loads((out / "run.json").read_text())["timings_s"]
     return {"total": round(seconds, 3), "steps": steps}
 

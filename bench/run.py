@@ -66,10 +66,11 @@ class Measure:
     sys_s: float = 0.0  # CPU seconds in the kernel (page faults on fresh memory, mostly)
 
 
-def timed(cmd: list[str]) -> Measure:
-    """Run `cmd`, return its wall time and its own peak RSS (os.wait4 reports per child)."""
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> Measure:
+    """Run `cmd` (in `env`, when given), return its wall time and its own peak RSS (os.wait4
+    reports per child)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
     err = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
