@@ -69,6 +69,82 @@ def key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
     return np.asarray(codes, dtype=np.int64), len(uniques)
 
 
+# Mixing constants of the text hash (splitmix64's).
+_M1, _M2, _GOLDEN = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB), np.uint64(0x9E3779B97F4A7C15)
+_BYTE_MASKS = np.array([(1 << (8 * r)) - 1 for r in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    h ^= h >> np.uint64(30)
+    h *= _M1
+    h ^= h >> np.uint64(27)
+    h *= _M2
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def text_hashes(arr: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each cell's bytes (uint64; nulls hash as empty cells): the bytes read as
+    little-endian words, eight at a time, each word folded in and mixed, then the length."""
+    n = len(arr)
+    buffers = arr.buffers()
+    wide = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
+    offsets = np.frombuffer(buffers[1], dtype=np.int64 if wide else np.int32)[arr.offset : arr.offset + n + 1]
+    start = offsets[:-1].astype(np.int64)
+    length = offsets[1:].astype(np.int64) - start
+    if arr.null_count:
+        length[~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)] = 0
+    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
+    # Eight bytes readable from every position: the bytes used, then zeros.
+    used = int(offsets[-1]) if n else 0
+    body = np.zeros(used + 8, dtype=np.uint8)
+    body[:used] = data[:used]
+    words = np.ndarray((used + 1,), dtype="<u8", buffer=body, strides=(1,))
+    h = np.full(n, _GOLDEN, dtype=np.uint64)
+    live = np.flatnonzero(length > 0)
+    k = 0
+    while len(live):  # word k of the cells longer than 8k bytes
+        rest = np.minimum(length[live] - 8 * k, 8)
+        w = words[start[live] + 8 * k] & _BYTE_MASKS[rest]
+        h[live] = _mix((h[live] ^ w) + np.uint64((0x9E3779B97F4A7C15 * (k + 1)) & ((1 << 64) - 1)))
+        k += 1
+        live = live[length[live] > 8 * k]
+    return _mix(h ^ (length.astype(np.uint64) * _M2))
+
+
+def text_key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """`key_codes(s)` up to the numbering of the keys, for an Arrow string column: (per row its
+    text's code, -1 for missing; the number of codes). Equal texts, equal codes, and only then.
+
+    Each text is hashed to 64 bits in NumPy and the hashes numbered by an integer hash table;
+    only the rows whose hash another row shares (the few duplicated texts, and any collision)
+    are numbered by their text, with Arrow's dictionary encoding. A million distinct emails:
+    ~0.24 s for the dictionary encoding of them all."""
+    if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
+        return key_codes(s)
+    arr = pa.array(s)
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    valid = None if not arr.null_count else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    hashes = text_hashes(arr)
+    if valid is not None:
+        hashes = hashes[valid]
+    found, distinct = pd.factorize(hashes)
+    codes = found.astype(np.int64)
+    shared = np.flatnonzero(np.bincount(codes, minlength=len(distinct))[codes] > 1)
+    n_codes = len(distinct)
+    if len(shared):  # numbered by their text, after the hashes' codes
+        rows = shared if valid is None else np.flatnonzero(valid)[shared]
+        exact = pc.dictionary_encode(arr.take(pa.array(rows)))
+        codes[shared] = n_codes + np.asarray(exact.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        n_codes += len(exact.dictionary)
+    if valid is None:
+        return codes, n_codes
+    out = np.full(len(arr), -1, dtype=np.int64)
+    out[valid] = codes
+    return out, n_codes
+
+
 def group_order_counts(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """(the rows sorted by group, the rows per group) for codes in [0, n_groups): the order is
     `np.argsort(groups, kind="stable")` (rows within a group in their order), by one counting

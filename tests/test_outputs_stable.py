@@ -16,10 +16,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from juno import identity
+from juno import grouping, identity
 from juno.checks import _covered_by_active_subscription
 from juno.config import Config, Duplicates
-from juno.identity import _normalise_phone_text, normalise_email, normalise_phone
+from juno.grouping import key_codes, text_key_codes
+from juno.identity import _normalise_phone_text, normalise_email, normalise_phone, phone_key_codes
 from juno.parse import _parse_consent_values, clean_text, isin, parse_consent, positions
 from juno.pipeline import run
 from juno.render import csv_frame, format_datetimes, format_float, format_floats, write_csv
@@ -334,3 +335,79 @@ def test_phone_keys_match_reference(block: int, monkeypatch: pytest.MonkeyPatch)
     sliced = pd.Series(pd.array(pa.array(phones, pa.large_string()).slice(3, 40), dtype="string"))
     assert same(sliced, Duplicates())
     assert normalise_phone(pd.Series(unicode[:1]), Duplicates()).tolist() == ["+1４１５５５５０１０１"]
+
+
+def _partition(codes: np.ndarray) -> list[int]:
+    """Per row, the first row holding its code (-1 for none): codes compared up to numbering."""
+    first: dict[int, int] = {}
+    return [first.setdefault(int(c), i) if c >= 0 else -1 for i, c in enumerate(codes)]
+
+
+@pytest.mark.parametrize("block", [1 << 16, 7, 1])
+def test_phone_key_codes_group_as_the_phone_keys(block: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Duplicate detection numbers the phones by their keys' digits (one integer each): the same
+    groups as the text keys of `normalise_phone`, for every country code setting, without
+    falling back to the text keys; over 17 digits kept, non-ASCII text or a country code that
+    is not digits fall back to them."""
+    monkeypatch.setattr(identity, "_BLOCK", block)
+    phones = [
+        "+1 (415) 555-0101", "415.555.0101", "0044 20 7946 0000", "12", None, "", "  ", "(00) 44 20 7946 0000",
+        "+0044 20 7946", "00", "0", "+", "1-415-555-0101", "14155550101", "24155550101", " +1 415 555 0101",
+        "\t0044 20 7946 0000 ", "0000000000", "+00000000", "+000000000", "00 00000000", "0044", "+1" + "0" * 15,
+        "\u00a0+1 415 555 0101\u00a0", "\x1c+1 415 555 0101", "441234567890", "001 415 555 0101", "01234567890",
+        "123456789012345678901", "00123456789012345678",
+    ]
+    rng = np.random.default_rng(7)
+    pieces = ["+", "00", "0", "1", "44", "(", ")", " ", "-", ".", "x", "555", "0101", "415", "9999999"]
+    phones += ["".join(rng.choice(pieces, rng.integers(0, 9))) for _ in range(4000)]
+    # (an international number of over 17 digits would take the text keys)
+    phones = [
+        p for p in phones if p is None or sum(ch.isdigit() for ch in p) <= 17 or not p.lstrip().startswith(("+", "00"))
+    ]
+    text_keys = normalise_phone
+
+    def fast(s: pd.Series, cfg: Duplicates) -> tuple[np.ndarray, int]:
+        monkeypatch.setattr(identity, "normalise_phone", None)  # no fallback to the text keys
+        try:
+            return phone_key_codes(s, cfg)
+        finally:
+            monkeypatch.setattr(identity, "normalise_phone", text_keys)
+
+    for dtype in ("string", "str", object):
+        for cc in ("1", "44", "", "01", "353"):
+            s = pd.Series(phones, dtype=dtype)
+            cfg = Duplicates(default_phone_country=cc)
+            want, n_want = key_codes(normalise_phone(s, cfg))
+            got, n_got = fast(s, cfg)
+            assert _partition(got) == _partition(want), (dtype, cc)
+            assert n_got == n_want
+    for odd, cfg in (
+        (["+1 415 555 0101 2345 6789 01", "+1415555010123456789 01"], Duplicates()),
+        (["４１５５５５０１０１", "4155550101"], Duplicates()),
+        (["+x4155550101", "4155550101"], Duplicates(default_phone_country="x")),
+    ):
+        s = pd.Series(odd, dtype="string")
+        assert _partition(phone_key_codes(s, cfg)[0]) == _partition(key_codes(normalise_phone(s, cfg))[0])
+
+
+def test_text_key_codes_group_as_the_texts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Duplicate detection numbers the email keys by a 64-bit hash of each, and the rows whose
+    hash is shared by their text: the same groups as numbering every text (`key_codes`), with
+    the hash as it is and with one that collides everywhere (each text's length)."""
+    rng = np.random.default_rng(3)
+    alphabet = [*"abcdefghij.+@-_", "é", "ü", "😀", "\x00"]
+    texts: list[str | None] = ["".join(rng.choice(alphabet, rng.integers(0, 30))) for _ in range(5000)]
+    texts += [None, "", "", None, "a" * 100, "a" * 100, "a" * 101, "x" * 7, "x" * 8, "x" * 9, "x" * 16, "x" * 17]
+    texts += list(rng.choice(np.array(texts, dtype=object), 1000))  # texts held twice or more
+    s = pd.Series(texts, dtype="string")
+    sliced = pd.Series(pd.array(pa.array(texts, pa.large_string()).slice(5, 3000), dtype="string"))
+    for col in (s, sliced, s.iloc[:0], pd.Series([None, None], dtype="string")):
+        want = _partition(key_codes(col)[0])
+        assert _partition(text_key_codes(col)[0]) == want
+        lengths = lambda a: pa.compute.binary_length(a).fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)  # noqa: E731
+        monkeypatch.setattr(grouping, "text_hashes", lengths)
+        assert _partition(text_key_codes(col)[0]) == want
+        monkeypatch.undo()
+    # The hash tells the texts here apart (nulls hash as empty texts).
+    hashes = grouping.text_hashes(pa.array(texts, pa.large_string()))
+    assert len(set(hashes.tolist())) == len({t or "" for t in texts})
