@@ -387,6 +387,12 @@ def _signals(
     )
 
     in_window = ordered_at > (as_of - pd.Timedelta(days=config.window_days)).to_datetime64()
+    # Orders in time order (the usual export): the window's orders are the table's last rows,
+    # from `w0`, and the window's sums are taken over those rows alone. The same sums, bit for
+    # bit: an order outside the window adds +0.0, which changes no sum that starts at +0.0.
+    w0 = int(np.argmax(in_window)) if len(in_window) else 0
+    if w0 == 0 or not bool(in_window[w0:].all()):
+        w0 = 0  # (0: every order is in the window, or they are not in time order)
     net = o["net_revenue"].to_numpy(float)
     revenue = o["revenue"].to_numpy(float)
     cost = o["cost"].to_numpy(float)
@@ -404,9 +410,16 @@ def _signals(
     has_disc = o["has_discount"].to_numpy(bool)
     refunded_any = (o["refunded"].to_numpy(float) > 0) | o["fully_refunded"].to_numpy(bool)
 
-    def agg(values: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
-        w = values if mask is None else np.where(mask, values, 0)
-        return np.bincount(code, weights=np.asarray(w, dtype=float), minlength=n)
+    def agg(values: np.ndarray, mask: np.ndarray | None = None, start: int = 0) -> np.ndarray:
+        """Per customer, the sum of `values` over the rows from `start` where `mask` holds."""
+        w = values[start:] if mask is None else np.where(mask[start:], values[start:], 0)
+        return np.bincount(code[start:], weights=np.asarray(w, dtype=float), minlength=n)
+
+    def agg_window(values: np.ndarray, counted: bool = False) -> np.ndarray:
+        """`agg(values, in_window)` (`counts & in_window` when `counted`)."""
+        if w0:
+            return agg(values, counts if counted else None, w0)
+        return agg(values, cw if counted else in_window)
 
     cw = counts & in_window
     orders_all = np.bincount(code, minlength=n).astype(np.int64)
@@ -421,23 +434,23 @@ def _signals(
     cols["orders_window"] = orders_window
     cols["orders_all_lifetime"] = orders_all
     cols["net_revenue_lifetime"] = net_lifetime
-    cols["net_revenue_window"] = agg(net, in_window)
+    cols["net_revenue_window"] = agg_window(net)
     cols["margin_lifetime"] = agg(margin)
-    cols["margin_window"] = agg(margin, in_window)
+    cols["margin_window"] = agg_window(margin)
     known_rev = agg(net, cost_known & counts)
     cols["cost_coverage"] = np.divide(known_rev, net_lifetime, out=np.ones(n), where=net_lifetime > 0)
-    gross_window = agg(net + disc, cw)
+    gross_window = agg_window(net + disc, counted=True)
     cols["discount_share_window"] = np.divide(
         discounted_window, orders_window, out=np.zeros(n), where=orders_window > 0
     )
     cols["discount_rate_window"] = np.divide(
-        agg(disc, cw), gross_window, out=np.zeros(n), where=gross_window > 0
+        agg_window(disc, counted=True), gross_window, out=np.zeros(n), where=gross_window > 0
     )
     cols["refund_rate"] = np.divide(refunded_orders, orders_all, out=np.zeros(n), where=orders_all > 0)
     total_net = float(net[counts].sum())
     known_net = float(net[counts & cost_known].sum())
     # Free the per-order arrays (dozens of MB each at 1M customers) before the line-level peak.
-    del net, revenue, cost, cost_known, kept_share, margin, disc, has_disc, refunded_any, cw, in_window
+    del net, revenue, cost, cost_known, kept_share, margin, disc, has_disc, refunded_any
     del known_rev, gross_window
 
     # First / last counted order and gaps between consecutive counted orders.

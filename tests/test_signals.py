@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import cfg, row, signals_of, write_store
+from helpers import cfg, load, row, signals_of, write_store
 
 from juno.config import Duplicates
 from juno.identity import duplicate_groups, normalise_email, normalise_phone
@@ -114,3 +114,44 @@ def test_duplicate_groups_are_transitive() -> None:
         }
     )
     assert duplicate_groups(c, Duplicates()).tolist() == [0, 0, 0, 3]
+
+
+@pytest.mark.parametrize("in_time_order", [True, False])
+def test_window_sums_are_the_masked_sums_bit_for_bit(tmp_path: Path, in_time_order: bool) -> None:
+    """Orders in time order have their window sums taken over the table's last rows only: the
+    same sums, bit for bit, as summing every order with those outside the window as zero (cent
+    values, whose sums depend on the order they are added in)."""
+    import numpy as np
+
+    rng = np.random.default_rng(11)
+    m, n = 4000, 150
+    at = pd.Timestamp("2026-06-30") - pd.to_timedelta(rng.uniform(0, 800, m), unit="D").round("s")
+    at = at.sort_values() if in_time_order else at
+    revenue = rng.uniform(1, 300, m).round(2)
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"O{i}" for i in range(m)],
+            "customer_id": [f"C{c}" for c in rng.integers(0, n, m)],
+            "ordered_at": at.strftime("%Y-%m-%dT%H:%M:%S"),
+            "revenue": revenue,
+            "discount": np.where(rng.random(m) < 0.4, rng.uniform(0, 30, m).round(2), 0.0),
+            "refunded": np.where(rng.random(m) < 0.1, (revenue * 0.3).round(2), 0.0),
+        }
+    )
+    orders.to_csv(tmp_path / "orders.csv", index=False)
+    store = load(tmp_path)
+    f = signals_of(tmp_path).frame
+    o = store.orders
+    code = store.order_customer_rows()
+    window = (o["ordered_at"] > store.as_of - pd.Timedelta(days=365)).to_numpy()
+    cw = window & o["counts"].to_numpy(bool)
+    net, disc = o["net_revenue"].to_numpy(float), o["discount"].to_numpy(float)
+
+    def masked(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.bincount(code, weights=np.where(mask, values, 0), minlength=len(f))
+
+    gross = masked(net + disc, cw)
+    rate = np.divide(masked(disc, cw), gross, out=np.zeros(len(f)), where=gross > 0)
+    assert 0 < window.sum() < m
+    assert np.array_equal(f["net_revenue_window"].to_numpy(float), masked(net, window))
+    assert np.array_equal(f["discount_rate_window"].to_numpy(float), rate)
