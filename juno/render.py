@@ -387,14 +387,17 @@ def float_cells(values: np.ndarray) -> pa.Array:
     words where the text is short (`_short_float_text`); otherwise the whole part cast by Arrow,
     the fraction looked up in a table of the 10,000 four-digit endings, and the two joined. Huge
     or infinite values take `format_floats` itself."""
-    v = np.round(np.asarray(values, dtype=float), 4)
-    nan = np.isnan(v)
-    fast = np.isfinite(v) & (np.abs(v) < 1e9)  # 1e13 ten-thousandths: exact in float64
-    if (~fast & ~nan).any():
+    # The value rounded to 4 decimals, in ten-thousandths: np.round(v, 4) is rint(v * 1e4) / 1e4,
+    # and below 1e13 ten-thousandths (exact in float64) times 1e4 and rint give rint(v * 1e4)
+    # back. (One multiply and rint, not np.round's three passes and another two.)
+    r = np.rint(np.asarray(values, dtype=float) * 1e4)
+    nan = np.isnan(r)
+    a = np.abs(r)
+    if not bool(((a < 1e13) | nan).all()):  # huge or infinite values: the reference text
         return large_text(pa.array(format_floats(values), pa.large_string()))
-    k = np.rint(np.abs(np.where(nan, 0.0, v)) * 1e4).astype(np.int64)
-    whole, frac = np.divmod(k, 10_000)
-    negative = np.signbit(v) & ~nan  # -0.0 prints as "-0", as f"" does
+    a[nan] = 0.0
+    whole, frac = _divmod_10k(a)
+    negative = np.signbit(r) & ~nan  # -0.0 prints as "-0", as f"" does
     null = nan if nan.any() else None
     fraction = bool(frac.any())
     if fraction or negative.any():  # (whole numbers of one sign are one lookup as they are)
@@ -407,6 +410,16 @@ def float_cells(values: np.ndarray) -> pa.Array:
     if negative.any():
         parts.insert(0, pc.if_else(pa.array(negative), text_scalar("-"), text_scalar("")))
     return parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, text_scalar(""))
+
+
+def _divmod_10k(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`np.divmod(a.astype(np.int64), 10_000)` for whole numbers 0 <= a < 2**53 held as
+    float64 (or int64 under 2**53): the quotient by one float division and floor, exact there (a
+    quotient's fraction is a multiple of 1e-4, far above float64's rounding at these sizes),
+    instead of an int64 division per value (~4x the time)."""
+    high = np.floor(a / 10_000.0).astype(np.int64)
+    low = a.astype(np.int64) - high * 10_000
+    return high, low
 
 
 # Text as little-endian words of ASCII bytes: the first character in the lowest byte.
@@ -448,7 +461,7 @@ def _short_float_text(
     if not _LITTLE or n == 0 or int(whole.max()) >= 10**8:
         return None
     four, digits, fraction, fraction_length, _ = _digit_words()
-    high, low = np.divmod(whole, 10_000)
+    high, low = _divmod_10k(whole)
     # digits of the whole part: 4 + those of its high half, or those of its low half
     nd = np.where(high > 0, digits[high] + _U(4), digits[low])
     word = four[high] | (four[low] << _U(32))
