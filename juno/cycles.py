@@ -271,7 +271,7 @@ def purchase_history(
     lines = store.lines
     # Each line's order (order ids are unique after validation): counted orders only.
     pos = store.line_order_rows()
-    idx = _narrow(np.flatnonzero(store.counted_lines()))
+    counted = store.counted_lines()
     order_day = o["ordered_at"].to_numpy().astype("datetime64[D]")
 
     def frame() -> pd.DataFrame:
@@ -287,11 +287,11 @@ def purchase_history(
         )
 
     cat_codes, cat_names = category_codes or sorted_codes(lines["category"])
-    kc = cat_codes[idx]
     sku_codes, sku_names = sorted_codes(lines["sku"])
     sku_codes = _narrow(sku_codes)
-    ks = sku_codes[idx]
-    if (kc < 0).all() and (ks < 0).all():
+    # Per line, its SKU code where its order counts (else -1): no selection of the counted lines.
+    ks = np.where(counted, sku_codes, -1)
+    if not (ks >= 0).any() and not (cat_codes[counted] >= 0).any():
         return PurchaseHistory(_Rows(frame), {}, "order lines carry no category or SKU")
     # Each SKU's category: the category of its first counted line (missing: -1).
     # First line per SKU code: pandas' hash-based drop_duplicates (first kept) instead of a
@@ -300,15 +300,15 @@ def purchase_history(
     firsts = pd.Series(ks).drop_duplicates(keep="first")
     firsts = firsts[firsts.to_numpy() >= 0]
     first[firsts.to_numpy()] = firsts.index.to_numpy()
-    del firsts
-    seen = first < len(ks)
+    del firsts, ks
+    seen = first < len(counted)
     sku_category = np.full(len(sku_names), -1, dtype=np.int64)
-    sku_category[seen] = kc[first[seen]]
+    sku_category[seen] = cat_codes[first[seen]]
     sku_categories = {
         str(sku): (None if cat < 0 else str(cat_names[cat]))
         for sku, cat in zip(sku_names[seen].tolist(), sku_category[seen].tolist(), strict=True)
     }
-    del kc, ks, first
+    del first
     # The counted lines by (customer, day): when lines come grouped by order in order-row order
     # (the usual export), the orders' own sort gives it by expanding each order into its lines.
     order_days = order_day.view(np.int64)
@@ -322,7 +322,8 @@ def purchase_history(
         rows, per_order = expanded
         at = orders_by_customer
     else:
-        rows, per_order, at = idx, None, pos[idx]
+        rows = _narrow(np.flatnonzero(counted))
+        per_order, at = None, pos[rows]
     d0, day_max = int(order_days.min()), int(order_days.max())
     day_bits = (day_max - d0).bit_length()
     assert n_c.bit_length() + day_bits <= 62
