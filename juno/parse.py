@@ -557,8 +557,15 @@ _CONSENT_ALIASES = {
 def parse_consent(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     """Platform consent vocabulary in any case; yes/no from Shopify. Unknown words -> 'unknown'."""
     # A handful of distinct words per million rows: parse each once, spread back by code.
-    codes, distinct = pd.factorize(s.astype("string"), use_na_sentinel=False)
-    t, bad = _parse_consent_values(pd.Series(distinct, dtype="string"))
+    if isinstance(s.dtype, pd.CategoricalDtype):  # read as codes (FEW_DISTINCT): missing last
+        words = pd.Series(s.cat.categories, dtype="string")
+        distinct = pd.concat([words, pd.Series([pd.NA], dtype="string")], ignore_index=True)
+        codes = s.cat.codes.to_numpy()
+        codes = np.where(codes < 0, len(words), codes)
+    else:
+        codes, found = pd.factorize(s.astype("string"), use_na_sentinel=False)
+        distinct = pd.Series(found, dtype="string")
+    t, bad = _parse_consent_values(distinct)
     return (
         t.take(codes).set_axis(s.index).astype("string"),
         bad.take(codes).set_axis(s.index).astype(bool),

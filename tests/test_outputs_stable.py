@@ -215,6 +215,14 @@ def test_consent_parsed_per_distinct_value_matches_per_row() -> None:
     want, want_bad = _parse_consent_values(s)
     pd.testing.assert_series_equal(got, want.astype("string"))
     pd.testing.assert_series_equal(got_bad, want_bad.astype(bool))
+    # Read as codes (a deferred read's FEW_DISTINCT columns): the same, missing cells included.
+    coded = s.astype("category")
+    no_empty = pd.Series(["NO", None, "weird", "yes", None], dtype="category")
+    for col in (coded, coded.cat.add_categories(["unused"]), coded.iloc[:0], no_empty):
+        got, got_bad = parse_consent(col)
+        want, want_bad = _parse_consent_values(col.astype("string"))
+        pd.testing.assert_series_equal(got, want.astype("string"))
+        pd.testing.assert_series_equal(got_bad, want_bad.astype(bool))
 
 
 def _reference_normalise_email(s: pd.Series, cfg: Duplicates) -> pd.Series:

@@ -62,9 +62,13 @@ USED_COLUMNS: dict[str, frozenset[str]] = {
 }
 
 # Text columns with a few distinct values over many rows (a store's SKUs and categories over its
-# order lines). A deferred read (`juno run`) takes them as dictionaries, one small code per row,
-# and validation hands them on as the categoricals `Store.compact` would make of them.
-FEW_DISTINCT: dict[str, frozenset[str]] = {"order_lines": frozenset(("sku", "category"))}
+# order lines, the consent words over the customers). A deferred read (`juno run`) takes them as
+# dictionaries, one small code per row: validation hands the SKUs and categories on as the
+# categoricals `Store.compact` would make of them, and parses each consent word once.
+FEW_DISTINCT: dict[str, frozenset[str]] = {
+    "order_lines": frozenset(("sku", "category")),
+    "customers": frozenset(("email_consent", "sms_consent")),
+}
 
 
 # Number and date-time columns a deferred CSV read (`juno run`) asks the reader to type, where the
