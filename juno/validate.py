@@ -157,7 +157,16 @@ def _require(raw: RawTable, file: str) -> None:
 def _file_of(raw: RawTable, files: list[InputFile]) -> str:
     """The file(s) a table's rows came from (one export can feed several tables)."""
     if FILE_COL in raw.frame.columns and len(raw.frame):
-        names = sorted(str(n) for n in raw.frame[FILE_COL].dropna().unique()[:5])
+        col = raw.frame[FILE_COL]
+        if isinstance(col.dtype, pd.CategoricalDtype) and len(col.cat.categories) <= 5:
+            # The usual case, one file per table: its categories are all the names there can
+            # be, so the names present are found from the codes (a dropna and unique of a
+            # million-row column took ~10 ms, for each table).
+            codes = col.cat.codes.to_numpy()
+            found = [str(c) for i, c in enumerate(col.cat.categories) if bool((codes == i).any())]
+        else:
+            found = [str(n) for n in col.dropna().unique()[:5]]
+        names = sorted(found)
         if names:
             return ", ".join(names)
     names = [fi.path for fi in files if fi.table == raw.table]

@@ -1116,3 +1116,23 @@ def test_short_ids_as_words_match_their_digits() -> None:
             got = np.concatenate([idkeys._digit_number(c, width, found) for c in parts])
             assert got.dtype == np.uint64
             assert got.tolist() == [int(c.encode()[len(found) :]) for c in cells], cells
+
+
+def test_file_of_names_the_files_present() -> None:
+    """Error messages name the files a table's rows came from: read off a categorical's codes
+    when it has few names, as the unique names of its rows gave them (sorted, up to five)."""
+    from juno.sources.base import RawTable
+    from juno.validate import _file_of
+
+    def reference(col: pd.Series) -> str:
+        return ", ".join(sorted(str(n) for n in col.dropna().unique()[:5])) or "orders"
+
+    rng = np.random.default_rng(4)
+    names = [f"orders_{i}.csv" for i in range(8)]
+    for k in (1, 2, 5, 8):
+        for missing in (0.0, 0.5, 1.0):
+            codes = rng.integers(0, k, 200)
+            codes[rng.random(200) < missing] = -1
+            col = pd.Series(pd.Categorical.from_codes(codes, categories=names[:k]))
+            for c in (col, col.cat.add_categories(["unused.csv"])):
+                assert _file_of(RawTable("orders", pd.DataFrame({FILE_COL: c})), []) == reference(c), (k, missing)
