@@ -186,7 +186,13 @@ def sorted_by_group(groups: np.ndarray, values: np.ndarray, n_groups: int) -> tu
         hist = np.bincount(groups * width + values, minlength=n_groups * width)
         sv = np.repeat(np.arange(n_groups * width, dtype=np.int64) % width, hist)
     elif n_groups * width < 1 << 62:
-        sv = np.sort(groups.astype(np.int64) * width + values) % width
+        keys = groups.astype(np.int64) * width + values
+        # Groups already in order (a customer's order gaps listed customer after customer): the
+        # keys come in short runs, which a merge sort takes as they are; the default quicksort
+        # sorts them afresh (3.8M gaps at a million customers: 0.22 -> 0.03 s). Same keys, same
+        # sorted array either way.
+        in_order = bool((groups[1:] >= groups[:-1]).all())
+        sv = np.sort(keys, kind="stable" if in_order else "quicksort") % width
     else:
         sv = values[np.lexsort((values, groups))].astype(np.int64)
     return sv, counts

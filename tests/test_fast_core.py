@@ -864,17 +864,19 @@ def test_group_median_and_quantiles_match_pandas(seed: int) -> None:
     rng = np.random.default_rng(seed)
     n = 300
     sizes = rng.choice([0, 1, 2, 3, 4, 5, 8, 17, 60], n)
-    g = np.repeat(np.arange(n), sizes)
-    rng.shuffle(g)
+    in_order = np.repeat(np.arange(n), sizes)  # groups listed one after another (a merge sort)
+    g = rng.permutation(in_order)
     for v in (
         rng.integers(1, 400, len(g)),  # day gaps: small domain (bincount path)
         rng.integers(0, 10**12, len(g)),  # large domain (one sort of composite keys)
         rng.integers(0, 2**61, len(g)),  # too large to compose (lexsort)
     ):
-        sv, counts = sorted_by_group(g, v, n)
-        assert np.array_equal(sv, v[np.lexsort((v, g))])
-        assert np.array_equal(counts, np.bincount(g, minlength=n))
+        for groups in (g, in_order):
+            sv, counts = sorted_by_group(groups, v, n)
+            assert np.array_equal(sv, v[np.lexsort((v, groups))])
+            assert np.array_equal(counts, np.bincount(groups, minlength=n))
         med, q25, q75 = _pandas_stats(g, v, n)
+        sv, counts = sorted_by_group(g, v, n)
         np.testing.assert_array_equal(group_median(sv, counts), med)
         np.testing.assert_array_equal(group_quantile(sv, counts, 0.25), q25)
         np.testing.assert_array_equal(group_quantile(sv, counts, 0.75), q75)
