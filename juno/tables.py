@@ -178,13 +178,16 @@ def email_lookup(customers: pd.DataFrame) -> pd.Series:
     return pd.Series(with_email["customer_id"].to_numpy(), index=with_email["email_key"].to_numpy())
 
 
-def _fill_ids(cid: pd.Series, email: pd.Series, lookup: Callable[[], pd.Series | None], keep_email: bool) -> pd.Series:
+def _fill_ids(
+    cid: pd.Series, email: Callable[[], pd.Series], lookup: Callable[[], pd.Series | None], keep_email: bool
+) -> pd.Series:
     """Missing customer ids from the email: the id of the customer with that email key (else,
-    when `keep_email`, the email key itself). Only rows without an id are looked at."""
+    when `keep_email`, the email key itself). Only rows without an id are looked at, and the
+    email column is only read for them (an absent one is millions of missing cells to make)."""
     need = np.asarray(cid.isna(), dtype=bool)
     if not need.any():
         return cid
-    key = _email_key(email[need])
+    key = _email_key(email()[need])
     if not key.notna().any():
         return cid
     table = lookup()
@@ -245,11 +248,14 @@ def orders_table(
     money = background.start(_numbers, [raw_column(f, c) for c in ("revenue", "discount", "refunded", "cost")])
     order_id = clean_text(raw_column(f, "order_id"))
     # A row without a customer id: the customer with its email, else the email itself.
-    cid = _fill_ids(clean_text(raw_column(f, "customer_id")), raw_column(f, "email"), email_to_id, keep_email=True)
+    cid = _fill_ids(
+        clean_text(raw_column(f, "customer_id")), lambda: raw_column(f, "email"), email_to_id, keep_email=True
+    )
     ordered_at, bad_date = parse_datetime(raw_column(f, "ordered_at"))
-    cancelled_flag, _ = parse_bool(raw_column(f, "cancelled"))
     cancelled_at, _ = parse_datetime(raw_column(f, "cancelled_at"))
-    cancelled = _b(cancelled_flag) | _b(cancelled_at.notna())
+    cancelled = _b(cancelled_at.notna())
+    if "cancelled" in f.columns:  # (absent, it is False everywhere: parse_bool of blank cells)
+        cancelled = cancelled | _b(parse_bool(f["cancelled"])[0])
     is_sub, _ = parse_bool(raw_column(f, "is_subscription_order"))
     discount_code = clean_text(raw_column(f, "discount_code"))
     currency = upper_text(clean_text(raw_column(f, "currency")))
@@ -414,7 +420,9 @@ def tickets_table(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     f = raw.frame
     rej = _Rejects(raw)
-    cid = _fill_ids(clean_text(raw_column(f, "customer_id")), raw_column(f, "email"), email_map, keep_email=False)
+    cid = _fill_ids(
+        clean_text(raw_column(f, "customer_id")), lambda: raw_column(f, "email"), email_map, keep_email=False
+    )
     opened, bad_o = parse_datetime(raw_column(f, "opened_at"))
     closed, _ = parse_datetime(raw_column(f, "closed_at"))
     rej.add(cid.isna(), "ticket without a customer id or email")
