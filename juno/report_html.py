@@ -130,7 +130,10 @@ def _cell_counts(xb: np.ndarray, yb: np.ndarray, prim: pd.Series, keep: np.ndarr
     code = codes[keep].astype(np.int64)
     k = len(names)
     key = (xb.astype(np.int64) * GRID_Y + yb.astype(np.int64)) * k + code
-    cells, n = np.unique(key, return_counts=True)
+    # Counted over the grid's few cells (x < GRID_X, y < GRID_Y), not by sorting the keys.
+    per_cell = np.bincount(key, minlength=GRID_X * GRID_Y * k)
+    cells = np.flatnonzero(per_cell)
+    n = per_cell[cells]
     return pd.DataFrame(
         {
             "x": cells // (GRID_Y * k),
