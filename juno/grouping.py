@@ -118,8 +118,8 @@ def text_key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
 
     Each text is hashed to 64 bits in NumPy and the hashes numbered by an integer hash table;
     only the rows whose hash another row shares (the few duplicated texts, and any collision)
-    are numbered by their text, with Arrow's dictionary encoding. A million distinct emails:
-    ~0.24 s for the dictionary encoding of them all."""
+    are numbered by their text, with Arrow's dictionary encoding. A million customers' email
+    keys: ~0.13 s, against ~0.24 s for the dictionary encoding of them all."""
     if not (isinstance(s.dtype, pd.StringDtype) and s.dtype.storage == "pyarrow"):
         return key_codes(s)
     arr = pa.array(s)
