@@ -9,6 +9,7 @@ Medians and quantiles follow pandas' own formulas (tests/test_fast_core.py pins 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -126,7 +127,15 @@ def text_key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     valid = None if not arr.null_count else np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    hashes = text_hashes(arr)
+    return hashed_key_codes(text_hashes(arr), valid, lambda rows: arr.take(pa.array(rows)))
+
+
+def hashed_key_codes(
+    hashes: np.ndarray, valid: np.ndarray | None, texts: Callable[[np.ndarray], pa.Array]
+) -> tuple[np.ndarray, int]:
+    """`text_key_codes` from each row's text hash (`valid`: the rows with a text; None: all)
+    and what gives the texts of given rows (increasing row numbers)."""
+    n = len(hashes)
     if valid is not None:
         hashes = hashes[valid]
     found, distinct = pd.factorize(hashes)
@@ -135,12 +144,12 @@ def text_key_codes(s: pd.Series) -> tuple[np.ndarray, int]:
     n_codes = len(distinct)
     if len(shared):  # numbered by their text, after the hashes' codes
         rows = shared if valid is None else np.flatnonzero(valid)[shared]
-        exact = pc.dictionary_encode(arr.take(pa.array(rows)))
+        exact = pc.dictionary_encode(texts(rows))
         codes[shared] = n_codes + np.asarray(exact.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
         n_codes += len(exact.dictionary)
     if valid is None:
         return codes, n_codes
-    out = np.full(len(arr), -1, dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int64)
     out[valid] = codes
     return out, n_codes
 

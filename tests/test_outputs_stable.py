@@ -20,7 +20,13 @@ from juno import grouping, identity
 from juno.checks import _covered_by_active_subscription
 from juno.config import Config, Duplicates
 from juno.grouping import key_codes, text_key_codes
-from juno.identity import _normalise_phone_text, normalise_email, normalise_phone, phone_key_codes
+from juno.identity import (
+    _normalise_phone_text,
+    email_key_codes,
+    normalise_email,
+    normalise_phone,
+    phone_key_codes,
+)
 from juno.parse import _parse_consent_values, clean_text, isin, parse_consent, positions
 from juno.pipeline import run
 from juno.render import csv_frame, format_datetimes, format_float, format_floats, write_csv
@@ -419,3 +425,30 @@ def test_text_key_codes_group_as_the_texts(monkeypatch: pytest.MonkeyPatch) -> N
     # The hash tells the texts here apart (nulls hash as empty texts).
     hashes = grouping.text_hashes(pa.array(texts, pa.large_string()))
     assert len(set(hashes.tolist())) == len({t or "" for t in texts})
+
+
+def test_email_key_codes_group_as_the_email_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Duplicate detection numbers the email keys without making the key column: the same groups
+    as numbering `normalise_email`'s keys, for each setting, with padded, upper-case, plus-tagged,
+    Gmail and Googlemail addresses, no '@' or nothing before it, missing and empty cells, and
+    with a hash that collides everywhere; non-ASCII text takes normalise_email itself."""
+    rng = np.random.default_rng(5)
+    names = ["jane", "Jane", "j.ane", "JANE+shop", "j.a.n.e+x", "", "bob", "Bob.Smith", "a+b+c", "+tag"]
+    domains = ["@gmail.com", "@GMail.com", "@googlemail.com", "@example.com", "@Example.COM", "", "@", "@x@y"]
+    pads = ["", " ", "\t", "  \n"]
+    emails: list[str | None] = [
+        None if rng.random() < 0.05 else rng.choice(pads) + rng.choice(names) + rng.choice(domains) + rng.choice(pads)
+        for _ in range(4000)
+    ]
+    emails += ["@gmail.com", "@", "", "noat", "x@", "@x", None]
+    trimmed = [e.strip() if e else e for e in emails]
+    lengths = lambda a: pa.compute.binary_length(a).fill_null(0).to_numpy(zero_copy_only=False).astype(np.uint64)  # noqa: E731
+    for cfg in (Duplicates(), Duplicates(ignore_plus_tags=False), Duplicates(ignore_gmail_dots=False)):
+        for values in (emails, trimmed, ["Jé@x.com", "jé@x.com", "a@b.c"]):
+            for dtype in ("string", "str", object):
+                s = pd.Series(values, dtype=dtype)
+                want = _partition(key_codes(normalise_email(s, cfg))[0])
+                assert _partition(email_key_codes(s, cfg)[0]) == want, (cfg, dtype)
+                monkeypatch.setattr(identity, "text_hashes", lengths)
+                assert _partition(email_key_codes(s, cfg)[0]) == want, (cfg, dtype)
+                monkeypatch.undo()
