@@ -25,12 +25,12 @@ from juno.parse import (
     blank,
     clean_text,
     has_duplicates,
-    isin,
     lower_text,
     parse_bool,
     parse_consent,
     parse_datetime,
     parse_number,
+    positions,
     run_positions,
     upper_text,
     value_runs,
@@ -426,7 +426,7 @@ def tickets_table(
     opened, bad_o = parse_datetime(raw_column(f, "opened_at"))
     closed, _ = parse_datetime(raw_column(f, "closed_at"))
     rej.add(cid.isna(), "ticket without a customer id or email")
-    rej.add(~isin(cid, known), "ticket of an unknown customer", cid)
+    rej.add(~_known(cid, known), "ticket of an unknown customer", cid)
     rej.add(blank(raw_column(f, "opened_at")) | bad_o, "missing or unparseable opened_at", raw_column(f, "opened_at"))
     rej.add(_b(opened > as_of), "ticket opened after as_of")
     status = lower_text(clean_text(raw_column(f, "status"))).fillna("")
@@ -448,6 +448,13 @@ def tickets_table(
     return _keep(out, rej.ok), rej.frame()
 
 
+def _known(cid: pd.Series, known: pd.Index) -> np.ndarray:
+    """`isin(cid, known)` for the validated customers' ids (unique): their rows looked up, where
+    ids of a common shape are compared as integers (juno.idkeys), not by a hash of every id
+    (100k subscriptions against a million customers: 0.042 -> 0.014 s)."""
+    return positions(cid, known) >= 0
+
+
 def subscriptions_table(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, pd.DataFrame]:
     f = raw.frame
     rej = _Rejects(raw)
@@ -455,7 +462,7 @@ def subscriptions_table(raw: RawTable, known: pd.Index) -> tuple[pd.DataFrame, p
     status = lower_text(clean_text(raw_column(f, "status")))
     status = status.replace({"canceled": "cancelled", "expired": "cancelled", "on_hold": "paused"})
     rej.add(cid.isna(), "subscription without a customer id")
-    rej.add(~isin(cid, known), "subscription of an unknown customer", cid)
+    rej.add(~_known(cid, known), "subscription of an unknown customer", cid)
     rej.add(~status.isin(["active", "paused", "cancelled"]), "status is not active, paused or cancelled", status)
     out = pd.DataFrame(
         {
