@@ -42,22 +42,6 @@ def blank(s: pd.Series) -> pd.Series:
     return pd.Series(pd.arrays.ArrowExtensionArray(empty), index=s.index, name=s.name)  # bool[pyarrow], as the == gave
 
 
-def isin(s: pd.Series, values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
-    """`s.isin(values)` as a bool array; for string columns one Arrow hash join instead of
-    pandas' Python loop over `values` (seconds per million values)."""
-    if not isinstance(s.dtype, pd.StringDtype) or s.dtype.storage != "pyarrow":
-        return np.asarray(s.isin(values), dtype=bool)
-    arr = pa.array(s)
-    try:
-        value_set = pa.array(values, from_pandas=True).cast(arr.type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return np.asarray(s.isin(values), dtype=bool)
-    few = _present_among(value_set, arr)
-    if few is not None:
-        value_set = few[0]
-    return np.asarray(pc.is_in(arr, value_set=value_set).to_numpy(zero_copy_only=False), dtype=bool)
-
-
 def _present_among(
     value_set: pa.Array | pa.ChunkedArray, arr: pa.Array | pa.ChunkedArray
 ) -> tuple[pa.Array | pa.ChunkedArray, np.ndarray] | None:

@@ -27,7 +27,7 @@ from juno.identity import (
     normalise_phone,
     phone_key_codes,
 )
-from juno.parse import _parse_consent_values, clean_text, isin, parse_consent, positions
+from juno.parse import _parse_consent_values, clean_text, parse_consent, positions
 from juno.pipeline import run
 from juno.render import csv_frame, format_datetimes, format_float, format_floats, write_csv
 from juno.signals import join_by_group
@@ -94,34 +94,6 @@ def test_csv_bytes_match_reference() -> None:
     fast = csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="")
     slow = _reference_csv_frame(frame).to_csv(index=False, lineterminator="\n", na_rep="")
     assert fast == slow
-
-
-def test_isin_matches_pandas() -> None:
-    s = pd.Series(["a", None, "b", "c", "a"], dtype="string")
-    for values in (
-        pd.Series(["a", "c"], dtype="string"),
-        pd.Index(["b"]),
-        pd.Index(["a", None], dtype="string"),
-        np.array(["a"], dtype=object),
-        pd.Index([], dtype="string"),
-    ):
-        assert (isin(s, values) == s.isin(values).to_numpy(bool)).all()
-    ints = pd.Series([1, 2, 3])
-    assert (isin(ints, [2]) == np.array([False, True, False])).all()
-
-
-def test_isin_against_many_values_matches_pandas() -> None:
-    """More values than cells (tickets against every customer): the cells are hashed instead of
-    the values; the answer is pandas' own, missing cells and missing values included."""
-    rng = np.random.default_rng(5)
-    for trial in range(40):
-        words = [f"C{i}" for i in range(60)]
-        cells = [None if rng.random() < 0.15 else str(rng.choice(words)) for _ in range(rng.integers(0, 12))]
-        values = [None if rng.random() < 0.05 * (trial % 2) else str(rng.choice(words)) for _ in range(200)]
-        s = pd.Series(cells, dtype="string")
-        for v in (pd.Index(values, dtype="string"), pd.Series(values, dtype="string")):
-            assert len(v) > 2 * len(s)
-            assert (isin(s, v) == s.isin(v).to_numpy(bool)).all(), (cells, values)
 
 
 def test_join_by_group_matches_groupby_join() -> None:
