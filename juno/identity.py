@@ -98,14 +98,22 @@ def email_key_codes(s: pd.Series, cfg: Duplicates) -> tuple[np.ndarray, int]:
     if rewritten.null_count:
         valid = valid.copy()
         valid[rows] = np.asarray(rewritten.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    # Where each row's key is: its own text, or its rewritten one (rows kept: `rewritten`'s
-    # position + n).
+    # Where each row's key is: its own text, or its rewritten one (`rewritten`'s position + n).
     where = np.arange(n, dtype=np.int64)
     where[rows] = n + np.arange(len(rows), dtype=np.int64)
-    both = pa.concat_arrays([arr, rewritten.cast(arr.type)])
+    rewritten = rewritten.cast(arr.type)
 
     def texts(r: np.ndarray) -> pa.Array:
-        return both.take(pa.array(where[r]))
+        """The keys of rows `r`, in their order: taken from the two arrays, then put in order."""
+        w = where[r]
+        own = w < n
+        if own.all():
+            return arr.take(pa.array(r))
+        kept = pa.concat_arrays([arr.take(pa.array(w[own])), rewritten.take(pa.array(w[~own] - n))])
+        at = np.empty(len(r), dtype=np.int64)
+        at[own] = np.arange(int(own.sum()))
+        at[~own] = int(own.sum()) + np.arange(int((~own).sum()))
+        return kept.take(pa.array(at))
 
     return hashed_key_codes(hashes, None if valid.all() else valid, texts)
 
