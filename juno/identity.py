@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 
 from juno.config import Duplicates
 from juno.grouping import hashed_key_codes, key_codes, text_hashes, text_key_codes
-from juno.plaincells import string_buffers
+from juno.plaincells import cell_sums, first_byte_in, holds_byte, string_buffers, surely_trimmed
 
 
 def _rewrite(values: pa.Array, where: pa.Array, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
@@ -57,9 +57,9 @@ def email_key_codes(s: pd.Series, cfg: Duplicates) -> tuple[np.ndarray, int]:
     Most addresses are their own key once lower-cased. Those are hashed as they are; the few
     `normalise_email` rewrites (no '@' after some text, a plus tag, Gmail) are rewritten alone
     and hashed, and no key column of every address is put together. The '@' and '+' are found
-    in one pass over the bytes each, and the trim is skipped where no cell has a space or
-    control byte at either end (Arrow's substring kernels and the merge of the rewritten keys
-    took ~0.15 s of the ~0.2 s per million addresses). Text with non-ASCII bytes, or not held
+    from the bytes (`plaincells.holds_byte`, `first_byte_in`), and the trim is skipped where
+    `surely_trimmed` says it changes no cell (Arrow's substring kernels and the merge of the
+    rewritten keys took ~0.15 s of the ~0.2 s per million addresses). Text with non-ASCII bytes, or not held
     by Arrow, takes `normalise_email` itself."""
     e = s.astype("string")
     if not (isinstance(e.dtype, pd.StringDtype) and e.dtype.storage == "pyarrow"):
@@ -69,22 +69,17 @@ def email_key_codes(s: pd.Series, cfg: Duplicates) -> tuple[np.ndarray, int]:
         arr = arr.combine_chunks()
     if not _plain_ascii(arr):
         return text_key_codes(normalise_email(s, cfg))
-    if not _ends_printable(arr):
+    if not surely_trimmed(arr):  # (else no cell has whitespace to trim)
         arr = pc.ascii_trim_whitespace(arr)
     arr = pc.ascii_lower(arr)
-    offsets, data = string_buffers(arr)
     n = len(arr)
-    starts = offsets[:-1].astype(np.int64)
-    size = offsets[1:].astype(np.int64) - starts
     valid = np.ones(n, dtype=bool) if not arr.null_count else np.asarray(
         arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool
     )
     # Rewritten: no '@', or nothing before the first one (find_substring(arr, "@") <= 0) ...
-    at_count = _byte_counts(offsets, data, ord("@"))
-    first = data[np.minimum(starts, max(len(data) - 1, 0))] if len(data) else np.zeros(n, np.uint8)
-    rewrite = (at_count == 0) | ((size > 0) & (first == ord("@")))
-    if cfg.ignore_plus_tags:  # ... a '+' anywhere (few addresses have one) ...
-        rewrite |= _cells_holding(offsets, data, ord("+"))
+    rewrite = ~holds_byte(arr, b"@") | first_byte_in(arr, b"@")
+    if cfg.ignore_plus_tags:  # ... a '+' anywhere ...
+        rewrite |= holds_byte(arr, b"+")
     rewrite |= np.asarray(pc.ends_with(arr, "@googlemail.com").fill_null(False).to_numpy(zero_copy_only=False))
     if cfg.ignore_gmail_dots:  # ... or a Gmail address
         rewrite |= np.asarray(pc.ends_with(arr, "@gmail.com").fill_null(False).to_numpy(zero_copy_only=False))
@@ -116,47 +111,6 @@ def email_key_codes(s: pd.Series, cfg: Duplicates) -> tuple[np.ndarray, int]:
         return kept.take(pa.array(at))
 
     return hashed_key_codes(hashes, None if valid.all() else valid, texts)
-
-
-def _ends_printable(arr: pa.Array) -> bool:
-    """Every non-empty cell starts and ends with a byte above the space (ASCII text): then no
-    whitespace trim changes a cell."""
-    offsets, data = string_buffers(arr)
-    starts, ends = offsets[:-1], offsets[1:]
-    nonempty = ends > starts
-    if not len(data) or not nonempty.any():
-        return True
-    at = len(data) - 1
-    first, last = data[np.minimum(starts, at)], data[np.maximum(ends - 1, 0)]
-    return bool(((first > 0x20) & (last > 0x20) | ~nonempty).all())
-
-
-def _cells_holding(offsets: np.ndarray, data: np.ndarray, byte: int) -> np.ndarray:
-    """Per cell, whether any of its bytes is `byte`: the byte's places mapped to their cells
-    (cheap where few cells hold it)."""
-    n = len(offsets) - 1
-    out = np.zeros(n, dtype=bool)
-    lo = int(offsets[0]) if n else 0
-    at = np.flatnonzero(data[lo : int(offsets[-1])] == byte) + lo if n else np.zeros(0, np.int64)
-    if len(at):
-        out[np.searchsorted(offsets, at, side="right") - 1] = True
-    return out
-
-
-def _byte_counts(offsets: np.ndarray, data: np.ndarray, byte: int) -> np.ndarray:
-    """Per cell, how many of its bytes are `byte`."""
-    n = len(offsets) - 1
-    out = np.zeros(n, dtype=np.int64)
-    for i in range(0, n, _BLOCK):  # in blocks of cells: the per-byte array stays small
-        j = min(i + _BLOCK, n)
-        lo, hi = int(offsets[i]), int(offsets[j])
-        if hi == lo:
-            continue
-        hit = data[lo:hi] == byte
-        starts = (offsets[i : j + 1] - lo).astype(np.int64)
-        some = np.flatnonzero(starts[1:] > starts[:-1])
-        out[i + some] = np.add.reduceat(hit.view(np.uint8), starts[some], dtype=np.int64)
-    return out
 
 
 def _plain_ascii(arr: pa.Array) -> bool:
@@ -326,10 +280,7 @@ def _digit_values(offsets: np.ndarray, data: np.ndarray) -> tuple[np.ndarray, np
         if hi == lo:
             continue
         digit = (data[lo:hi] - np.uint8(48)) <= 9
-        starts = (offsets[i:j + 1] - lo).astype(np.int64)
-        some = np.flatnonzero(starts[1:] > starts[:-1])
-        per = np.zeros(j - i, dtype=np.int64)
-        per[some] = np.add.reduceat(digit.view(np.uint8), starts[some], dtype=np.int64)
+        per = cell_sums(offsets[i : j + 1], digit, _BLOCK)
         count[i:j] = per
         g = (data[lo:hi][digit] - np.uint8(48)).astype(np.int64)
         if not len(g):
@@ -348,16 +299,7 @@ def _digits(arr: pa.Array) -> pa.Array:
     offsets, data = string_buffers(arr)
     body = data[int(offsets[0]) : int(offsets[-1])]
     digit = (body - np.uint8(48)) <= 9
-    # Digits per cell, summed over each cell's bytes; in blocks of cells, as the sum widens the
-    # bytes it reads (a count as long as the bytes is ~60 MB of fresh pages per million phones).
-    starts = (offsets - offsets[0]).astype(np.int64)
-    counts = np.zeros(len(arr), dtype=np.int64)
-    for i in range(0, len(arr), _BLOCK):
-        j = min(i + _BLOCK, len(arr))
-        some = np.flatnonzero(starts[i + 1 : j + 1] > starts[i:j])  # cells with bytes
-        if len(some):
-            lo, hi = int(starts[i]), int(starts[j])
-            counts[i + some] = np.add.reduceat(digit[lo:hi].view(np.uint8), starts[i + some] - lo, dtype=np.int64)
+    counts = cell_sums(offsets, digit, _BLOCK)  # digits per cell
     new_offsets = np.zeros(len(arr) + 1, dtype=np.int64)
     np.cumsum(counts, out=new_offsets[1:])
     out = pa.LargeStringArray.from_buffers(len(arr), pa.py_buffer(new_offsets), pa.py_buffer(body[digit].tobytes()))

@@ -134,6 +134,69 @@ _BLOCK = 1 << 16
 _BLOCK_BYTES = 1 << 20
 
 
+def first_byte_in(a: pa.Array, chars: bytes) -> np.ndarray:
+    """Cells whose first byte is one of `chars` (ASCII): starts_with, read off the buffers.
+
+    Each cell's first byte (an empty cell reads its neighbour's, then is masked out) looked up in
+    a table of the bytes sought: no boolean selections, ~5x faster over a million-row column."""
+    offsets, data = string_buffers(a)
+    if len(a) == 0 or len(data) == 0:
+        return np.zeros(len(a), dtype=bool)
+    starts = offsets[:-1]
+    hit: np.ndarray = _byte_table(chars)[data[np.minimum(starts, len(data) - 1)]]
+    hit &= offsets[1:] > starts
+    return hit
+
+
+_TABLE_FROM = 8 << 20  # bytes of text
+
+
+@functools.cache
+def _byte_table(chars: bytes) -> np.ndarray:
+    """Per byte value 0-255, whether it is one of `chars` (read-only: shared between calls)."""
+    table = np.zeros(256, dtype=bool)
+    table[np.frombuffer(chars, dtype=np.uint8)] = True
+    table.flags.writeable = False
+    return table
+
+
+def holds_byte(a: pa.Array, chars: bytes) -> np.ndarray:
+    """Cells holding any of `chars` (ASCII): one scan of the bytes, hits mapped to their rows."""
+    if len(a) == 0:
+        return np.zeros(0, dtype=bool)
+    offsets, data = string_buffers(a)
+    body = data[offsets[0] : offsets[-1]]
+    if len(chars) > 1 and len(body) >= _TABLE_FROM:
+        # One lookup per byte in a table of the bytes sought: half the time of a comparison
+        # per byte sought and their ORs, once the text is larger than the CPU's caches.
+        hit = _byte_table(chars)[body]
+    else:
+        hit = body == chars[0]
+        for ch in chars[1:]:
+            hit |= body == ch
+    out = np.zeros(len(a), dtype=bool)
+    at = np.flatnonzero(hit)
+    if len(at):
+        out[np.searchsorted(offsets, at + offsets[0], side="right") - 1] = True
+    return out
+
+
+def cell_sums(offsets: np.ndarray, hit: np.ndarray, block: int = _BLOCK) -> np.ndarray:
+    """Per cell (`offsets` into a text buffer, as `string_buffers` gives them), how many of its
+    bytes `hit` marks (`hit`: one bool per byte from offsets[0] to offsets[-1]). Summed over
+    each cell's bytes `block` cells at a time, as the sum widens the bytes it reads (a count as
+    long as the bytes is ~60 MB of fresh pages per million phones)."""
+    starts = (offsets - offsets[0]).astype(np.int64)
+    out = np.zeros(len(offsets) - 1, dtype=np.int64)
+    for i in range(0, len(out), block):
+        j = min(i + block, len(out))
+        some = np.flatnonzero(starts[i + 1 : j + 1] > starts[i:j])  # cells with bytes
+        if len(some):
+            lo, hi = int(starts[i]), int(starts[j])
+            out[i + some] = np.add.reduceat(hit[lo:hi].view(np.uint8), starts[i + some] - lo, dtype=np.int64)
+    return out
+
+
 def _plain_number_cells(a: pa.Array) -> np.ndarray:
     """Per cell of a string array, whether it matches PLAIN_NUMBER (False where null)."""
     offsets, data = string_buffers(a)

@@ -22,9 +22,9 @@ from juno.classify import Classification, customer_table
 from juno.cohorts import RULES, Membership, vip_excluded_for_discounts
 from juno.config import Config
 from juno.pipeline import RunResult, run
+from juno.plaincells import first_byte_in
 from juno.render import (
     FORMULA_START,
-    _first_byte_in,
     _short_float_text,
     csv_frame,
     datetime_cells,
@@ -546,7 +546,7 @@ def test_first_byte_in_matches_starts_with() -> None:
     cases += [pa.array(["", ""], pa.large_string()), pa.array(["", "-1"], pa.large_string())]
     for a in cases:
         want = np.array([str(v).startswith(FORMULA_START) for v in a.to_pylist()], dtype=bool)
-        assert _first_byte_in(a, chars).tolist() == want.tolist()
+        assert first_byte_in(a, chars).tolist() == want.tolist()
 
 
 def _reference_tag_import(cid: str, result: RunResult, tag: str) -> pd.DataFrame:
@@ -813,10 +813,11 @@ def test_run_writes_the_same_customers_with_cells_made_ahead(tmp_path: Path, mon
 
 
 def test_byte_table_finds_the_cells_the_comparisons_find(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`_holds_byte` looks large texts up in a table of the bytes sought: the same cells as one
+    """`holds_byte` looks large texts up in a table of the bytes sought: the same cells as one
     comparison per byte sought, on sliced arrays, empty cells and every special byte."""
     import pyarrow as pa
 
+    import juno.plaincells as plaincells
     import juno.render as render
 
     rng = np.random.default_rng(5)
@@ -825,9 +826,9 @@ def test_byte_table_finds_the_cells_the_comparisons_find(monkeypatch: pytest.Mon
     whole = pa.array(cells, pa.large_string())
     for a in (whole, whole.slice(37, 3_000)):
         for chars in (render._SPECIALS.encode("ascii"), b",", b'"\n'):
-            monkeypatch.setattr(render, "_TABLE_FROM", 1 << 62)
-            compared = render._holds_byte(a, chars)
-            monkeypatch.setattr(render, "_TABLE_FROM", 0)
-            looked_up = render._holds_byte(a, chars)
+            monkeypatch.setattr(plaincells, "_TABLE_FROM", 1 << 62)
+            compared = plaincells.holds_byte(a, chars)
+            monkeypatch.setattr(plaincells, "_TABLE_FROM", 0)
+            looked_up = plaincells.holds_byte(a, chars)
             want = np.array([any(ch in (c or "") for ch in chars.decode()) for c in a.to_pylist()])
             assert np.array_equal(compared, want) and np.array_equal(looked_up, want)
