@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from juno.plaincells import string_buffers
+
 STR = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default "str" dtype
 
 
@@ -88,14 +90,11 @@ def text_hashes(arr: pa.Array) -> np.ndarray:
     """A 64-bit hash of each cell's bytes (uint64; nulls hash as empty cells): the bytes read as
     little-endian words, eight at a time, each word folded in and mixed, then the length."""
     n = len(arr)
-    buffers = arr.buffers()
-    wide = pa.types.is_large_string(arr.type) or pa.types.is_large_binary(arr.type)
-    offsets = np.frombuffer(buffers[1], dtype=np.int64 if wide else np.int32)[arr.offset : arr.offset + n + 1]
+    offsets, data = string_buffers(arr)
     start = offsets[:-1].astype(np.int64)
     length = offsets[1:].astype(np.int64) - start
     if arr.null_count:
         length[~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)] = 0
-    data = np.frombuffer(buffers[2], dtype=np.uint8) if buffers[2] is not None else np.zeros(0, np.uint8)
     # Eight bytes readable from every position: the bytes used, then zeros.
     used = int(offsets[-1]) if n else 0
     body = np.zeros(used + 8, dtype=np.uint8)
@@ -107,7 +106,7 @@ def text_hashes(arr: pa.Array) -> np.ndarray:
     while len(live):  # word k of the cells longer than 8k bytes
         rest = np.minimum(length[live] - 8 * k, 8)
         w = words[start[live] + 8 * k] & _BYTE_MASKS[rest]
-        h[live] = _mix((h[live] ^ w) + np.uint64((0x9E3779B97F4A7C15 * (k + 1)) & ((1 << 64) - 1)))
+        h[live] = _mix((h[live] ^ w) + np.uint64((int(_GOLDEN) * (k + 1)) & ((1 << 64) - 1)))
         k += 1
         live = live[length[live] > 8 * k]
     return _mix(h ^ (length.astype(np.uint64) * _M2))
